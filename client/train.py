@@ -1,0 +1,196 @@
+"""One round of local training on a client's private users, with Opacus DP-SGD (or without, labelled).
+
+The privacy unit is the user. Each step, Opacus' Poisson loader samples every local user
+independently with probability q = batch_size / n_users; a sampled user contributes exactly one
+example built from their own history (a random next-item prediction inside their training part).
+The loss of an example depends only on that user's data and on public data: the positive is the
+user's own item, the negatives are drawn for that example from the public catalogue (hard ones: the
+positive's nearest neighbours under the current global model; plus random ones). All candidates are
+encoded with gradient, so the item tower cannot lower the loss by moving every item at once.
+Per-example clipping bounds each user's influence, and Opacus' accountant gives user-level ε.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, Dataset
+
+from shared.model import Recommender
+from shared.privacy import History
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    local_steps: int = 12
+    batch_size: int = 32
+    learning_rate: float = 0.01  # user head + item bias
+    lora_learning_rate: float = 0.001  # LoRA moves the item tower: smaller steps, DP noise there hurts more
+    private: bool = True
+    noise_multiplier: float = 0.8
+    max_grad_norm: float = 1.0
+    num_negatives: int = 3  # per example, encoded with gradient: each costs one more encoder pass
+    hard_negatives: int = 2  # of which drawn from the positive's nearest neighbours
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples: int  # examples processed, summed over steps (for logging, not a weight)
+    users: int  # users able to train (at least two training items)
+    sample_rate: float
+    mean_loss: float
+    history: History  # this round's DP steps as Opacus history entries; empty if non-private
+
+
+class UserExamples(Dataset):
+    """One example per user: a next item in their history, its negatives, and the pooled history before it.
+
+    Returns (token ids [C, L], masks [C, L], pooled history [d], next item index, history indices [H]
+    padded with -1); candidate 0 is the positive.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        histories: list[list[int]],
+        item_vectors: np.ndarray,
+        tokens: tuple[torch.Tensor, torch.Tensor],
+        settings: TrainSettings,
+        seed: int,
+    ) -> None:
+        self.model, self.histories, self.item_vectors, self.tokens = model, histories, item_vectors, tokens
+        self.settings = settings
+        self.neighbours = nearest_items(item_vectors, NEIGHBOURS) if settings.hard_negatives else None
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    def __getitem__(self, index: int):
+        history = self.histories[index]
+        target = int(self.rng.integers(1, len(history)))
+        pooled = self.model.pool_history(self.item_vectors, [history[:target]])[0]
+        item = history[target]
+        candidates = [item] + self._negatives(item)
+        ids, mask = self.tokens[0][candidates], self.tokens[1][candidates]
+        seen = torch.full((self.model.config.history_length,), -1, dtype=torch.long)
+        recent = history[:target][-self.model.config.history_length :]
+        seen[: len(recent)] = torch.tensor(recent)
+        return ids, mask, torch.from_numpy(pooled), torch.tensor(item), seen
+
+    def _negatives(self, item: int) -> list[int]:
+        n_items, out = len(self.item_vectors), []
+        if self.neighbours is not None:
+            pool = [int(j) for j in self.neighbours[item] if j != item]
+            out += [int(j) for j in self.rng.choice(pool, self.settings.hard_negatives, replace=False)]
+        while len(out) < self.settings.num_negatives:
+            j = int(self.rng.integers(n_items))
+            if j != item and j not in out:
+                out.append(j)
+        return out
+
+
+NEIGHBOURS = 50
+
+
+def nearest_items(item_vectors: np.ndarray, k: int) -> np.ndarray:
+    """Each item's k nearest catalogue items (itself included) by inner product, exact, with FAISS: [N, k]."""
+    import faiss
+
+    index = faiss.IndexFlatIP(item_vectors.shape[1])
+    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
+    _, neighbours = index.search(np.ascontiguousarray(item_vectors, dtype=np.float32), min(k + 1, len(item_vectors)))
+    return neighbours
+
+
+def trainable_users(histories: list[list[int]]) -> list[list[int]]:
+    """Users with at least one (history, next item) pair in their training part."""
+    return [h for h in histories if len(h) >= 2]
+
+
+def train_round(
+    model: Recommender,
+    histories: list[list[int]],
+    item_vectors: np.ndarray,
+    tokens: tuple[torch.Tensor, torch.Tensor],
+    settings: TrainSettings,
+    round_seed: int,
+) -> TrainResult:
+    """Run `local_steps` optimizer steps; returns the DP history of exactly those steps."""
+    torch.manual_seed(round_seed)
+    users = trainable_users(histories)
+    if not users:
+        raise ValueError("no local user has two or more training items: nothing to train on")
+    data = UserExamples(model, users, item_vectors, tokens, settings, seed=round_seed)
+    loader = DataLoader(data, batch_size=min(settings.batch_size, len(users)), shuffle=True,
+                        generator=torch.Generator().manual_seed(round_seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    lora = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" in name]
+    rest = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" not in name]
+    optimizer = torch.optim.Adam(
+        [{"params": lora, "lr": settings.lora_learning_rate}, {"params": rest, "lr": settings.learning_rate}]
+    )
+    model.train()
+    engine = None
+    net: torch.nn.Module = model
+    if settings.private:
+        engine = PrivacyEngine(accountant="prv")
+        net, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=settings.noise_multiplier,
+            max_grad_norm=settings.max_grad_norm,
+            poisson_sampling=True,
+        )
+    sample_rate = loader.sample_rate if settings.private else loader.batch_size / len(users)
+    catalogue = torch.from_numpy(item_vectors)
+    losses, examples, steps = [], 0, 0
+    while steps < settings.local_steps:
+        for ids, mask, pooled, items, seen in loader:
+            optimizer.zero_grad(set_to_none=True)
+            if len(ids) == 0:
+                _empty_step(params, optimizer)
+            else:
+                loss = example_loss(net, ids, mask, pooled, items, seen, catalogue)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            examples += len(ids)
+            steps += 1
+            if steps >= settings.local_steps:
+                break
+    history: History = list(engine.accountant.history) if engine else []
+    if engine is not None:
+        net._close()  # remove Opacus hooks so the model can be reused or wrapped again
+    return TrainResult(
+        steps=steps,
+        examples=examples,
+        users=len(users),
+        sample_rate=float(sample_rate),
+        mean_loss=float(np.mean(losses)) if losses else float("nan"),
+        history=history,
+    )
+
+
+def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor:
+    """Mean over the batch of each example's candidate loss + full-catalogue loss (history masked out)."""
+    candidate_logits, catalogue_logits = net(ids, mask, pooled, catalogue)
+    rows = torch.arange(len(seen))[:, None].expand_as(seen)
+    valid = seen >= 0
+    catalogue_logits = catalogue_logits.index_put((rows[valid], seen[valid]), torch.tensor(float("-inf")))
+    zeros = torch.zeros(len(ids), dtype=torch.long)
+    cross_entropy = torch.nn.functional.cross_entropy
+    return cross_entropy(candidate_logits, zeros) + cross_entropy(catalogue_logits, items)
+
+
+def _empty_step(params: list[torch.nn.Parameter], optimizer) -> None:
+    """A Poisson batch can be empty; the step still happens (pure noise) and is still accounted for."""
+    for p in params:
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+    optimizer.step()

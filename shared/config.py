@@ -1,0 +1,72 @@
+"""The run configuration, typed, read from Flower's run config (pyproject `[tool.flwr.app.config]`).
+
+Flower passes a flat dict with dashed keys; this turns it into one typed object so that nothing else
+reads raw keys. Defaults here equal pyproject's (a test checks), so `flwr run .` and `fedrec simulate`
+agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from shared.model import ModelConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_server_rounds: int = 4
+    fraction_train: float = 1.0
+    min_clients: int = 2  # wait until this many clients are connected before a round
+    local_steps: int = 15
+    batch_size: int = 100
+    learning_rate: float = 0.01  # user head + item bias
+    lora_learning_rate: float = 0.001
+    private: bool = True
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    lora_rank: int = 4
+    num_negatives: int = 1
+    hard_negatives: int = 1
+    history_length: int = 20
+    seed: int = 0
+    run_dir: str = "runs/flwr"
+    catalogue: str = ""  # public catalogue file (server: publication; clients: item texts)
+    central_eval: str = ""  # simulation only: a file of all users' splits for centrally computed metrics
+
+    @classmethod
+    def from_flower(cls, raw: dict[str, Any]) -> RunConfig:
+        """Build from Flower's dashed keys; unknown keys are an error (a typo must not pass silently)."""
+        names = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ValueError(f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in names)}")
+            kind = type(getattr(cls(), name))
+            values[name] = _coerce(key, value, kind)
+        return cls(**values)
+
+    def to_flower(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    def model_config(self, n_items: int) -> ModelConfig:
+        return ModelConfig(
+            lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank, history_length=self.history_length, n_items=n_items
+        )
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"run-config {key!r}: expected true/false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"run-config {key!r}: expected {kind.__name__}, got {value!r}") from err

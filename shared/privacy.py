@@ -1,0 +1,36 @@
+"""Privacy accounting both sides agree on: ε of a DP-SGD history under Opacus' accountants.
+
+A history is Opacus' own format, a list of (noise_multiplier, sample_rate, steps) entries; composing
+over rounds is concatenating histories. Keeping the history (not a running ε) is what makes ε exact:
+an accountant rebuilt from the whole history gives the ε of *all* training the data saw.
+"""
+
+from __future__ import annotations
+
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+History = list[tuple[float, float, int]]
+ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
+PRIVACY_UNIT = "user"  # one example per sampled user per step, built from that user's own history
+
+
+def compact(history: History) -> History:
+    """Merge consecutive entries with the same (σ, q), as Opacus does; ε is unchanged."""
+    out: History = []
+    for sigma, q, steps in history:
+        if out and out[-1][0] == sigma and out[-1][1] == q:
+            out[-1] = (sigma, q, out[-1][2] + steps)
+        else:
+            out.append((float(sigma), float(q), int(steps)))
+    return out
+
+
+def epsilon(history: History, delta: float, accountant: str = "prv") -> float:
+    """ε at δ of the whole history; 0.0 for an empty one."""
+    if not history:
+        return 0.0
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"unknown accountant {accountant!r}; choose from {sorted(ACCOUNTANTS)}")
+    acc = ACCOUNTANTS[accountant]()
+    acc.history = compact(history)
+    return float(acc.get_epsilon(delta=delta))

@@ -1,0 +1,55 @@
+"""What `fedrec simulate` prints at the end: the summary table, then what a device would show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from shared.data import user_data
+from shared.schema import load_catalogue, load_events
+
+DEMO_QUERIES = ("ultralight tent", "noise cancelling headphones", "coffee grinder")
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    rows = [("fedrec (" + summary["label"] + ")", summary["recall@10"], summary["ndcg@10"])]
+    for name, m in summary["baselines"].items():
+        rows.append((name.replace("_", "-"), m["recall@10"], m["ndcg@10"]))
+    print("\n== results (test: last item per user, full ranking, history excluded) ==")
+    print(f"{'model':34s} {'Recall@10':>9s} {'NDCG@10':>9s}")
+    for name, recall, ndcg in rows:
+        print(f"{name:34s} {recall:9.4f} {ndcg:9.4f}")
+    if summary["private"]:
+        eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
+        print(f"privacy: user-level (ε, δ={summary['delta']:g})-DP per client, PRV accountant, composed over all "
+              f"rounds: {eps}")
+    else:
+        print("privacy: NONE — this run was NON-PRIVATE (no DP-SGD); no ε applies")
+    print(f"published index: {summary['artifact']}")
+    print(f"summary: {out / 'summary.json'}   per-round metrics: {out / 'metrics.jsonl'}")
+    print(f"wall time {summary['wall_time_s']:.0f} s")
+
+
+def print_demo(summary: dict, n_users: int = 3, k: int = 5) -> None:
+    """Example recommendations for a few users (their own history, on 'their device'), and a search."""
+    from client.device import Device
+
+    device = Device(summary["artifact"])
+    data = summary["data"]
+    catalogue = load_catalogue(data["catalogue"])
+    events, _ = load_events(Path(summary["config"]["central-eval"]), catalogue, Path(summary["config"]["run-dir"]) / "quarantine")
+    index = {item: i for i, item in enumerate(catalogue["item_id"])}
+    users = user_data(events, index)
+    titles = pd.Series(catalogue["title"].values, index=catalogue["item_id"])
+    ids = list(catalogue["item_id"])
+    for user, train, valid in list(zip(users.users, users.train, users.valid, strict=True))[:n_users]:
+        history = [ids[i] for i in train + [valid]]
+        purchased = set(events[(events.user_id == user) & (events.event == "purchase")]["item_id"])
+        print(f"\n-- user {user}: last items: " + " | ".join(titles[h] for h in history[-3:]))
+        for rank, r in enumerate(device.recommend(history, k=k, exclude=purchased), 1):
+            print(f"   {rank}. {r.title}  ({r.category}, ${r.price:.2f})  score {r.score:.3f}")
+    for query in DEMO_QUERIES:
+        print(f"\n-- search: {query!r}")
+        for rank, r in enumerate(device.search(query, k=k), 1):
+            print(f"   {rank}. {r.title}  ({r.category}, ${r.price:.2f})  score {r.score:.3f}")
