@@ -1,8 +1,10 @@
 """Flower ClientApp: one partner or device.
 
 It holds private behaviour logs, fine-tunes the shared adapters under DP-SGD each round, and answers
-evaluation requests on its own held-out items. ClientApps are stateless between messages, so the
-DP history that makes ε composable lives in `context.state` (and, for deployment, on disk).
+evaluation requests on its own held-out items. ClientApps are stateless between messages, so the DP
+history that makes ε composable lives on disk, in the client's append-only privacy ledger: it
+survives restarts, and the auditor reads the same file. Before training, the client projects its ε
+after the round; if that would pass its cap, it does not train and tells the server why.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.train import TrainSettings, train_round
+from client.ledger import LEDGER_NAME, Ledger
+from client.train import TrainSettings, poisson_rate, trainable_users, train_round
 from shared.adapters import from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
 from shared.evaluation import evaluate_split
 from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
-from shared.privacy import PRIVACY_UNIT, History, compact, epsilon
+from shared.privacy import PRIVACY_UNIT, calibrate_noise
 from shared.schema import item_texts
 
-PRIVACY_STATE = "fedrec-privacy"
+BUDGET_EXHAUSTED = 451  # Error code of a reply that refuses to train: the privacy cap would be passed
 
 
 @dataclass
@@ -81,13 +84,28 @@ def _prepare(msg: Message, context: Context, overrides: dict[str, Any]):
 def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     cfg, party, users, model, texts, vectors = _prepare(msg, context, overrides)
     server_round = int(msg.content["config"]["server-round"])
+    ledger = Ledger(party.work_dir / LEDGER_NAME)
+    n_users = len(trainable_users(users.train))
+    q = poisson_rate(n_users, cfg.batch_size)
+    sigma = cfg.noise_multiplier
+    if cfg.private and cfg.target_epsilon > 0:
+        sigma = calibrate_noise(cfg.target_epsilon, cfg.delta, q, cfg.num_server_rounds * cfg.local_steps)
+    cap = cfg.epsilon_cap if cfg.epsilon_cap > 0 else None
+    if cfg.private and cap is not None:
+        projected, _ = ledger.project(sigma, q, cfg.local_steps, cfg.delta)
+        if projected > cap:
+            reason = (f"{party.name}: privacy budget: ε would reach {projected:.3f} > cap {cap:g} "
+                      f"(δ={cfg.delta:g}) after round {server_round}; not training")
+            return Message(Error(code=BUDGET_EXHAUSTED, reason=reason), reply_to=msg)
+
     settings = TrainSettings(
         local_steps=cfg.local_steps,
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lora_learning_rate=cfg.lora_learning_rate,
+        bias_learning_rate=cfg.bias_learning_rate,
         private=cfg.private,
-        noise_multiplier=cfg.noise_multiplier,
+        noise_multiplier=sigma,
         max_grad_norm=cfg.max_grad_norm,
         num_negatives=cfg.num_negatives,
         hard_negatives=cfg.hard_negatives,
@@ -95,27 +113,25 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     seed = cfg.seed * 1_000_003 + party.index * 1_009 + server_round
     result = train_round(model, users.train, vectors, model.tokenize(texts), settings, round_seed=seed)
 
-    history = compact(load_history(context) + result.history)
-    save_history(context, history)
-    eps_prv = epsilon(history, cfg.delta, "prv") if cfg.private else float("inf")
-    eps_rdp = epsilon(history, cfg.delta, "rdp") if cfg.private else float("inf")
-    privacy = ConfigRecord(
-        {
-            "client": party.name,
-            "private": cfg.private,
-            "unit": PRIVACY_UNIT,
+    privacy: dict[str, Any] = {"client": party.name, "private": cfg.private, "unit": PRIVACY_UNIT}
+    if cfg.private:
+        # The release is recorded before the update leaves: no update without its ledger line.
+        release = ledger.append(party.name, server_round, result.steps, sigma, result.sample_rate,
+                                cfg.max_grad_norm, cfg.delta, epsilon_cap=cap)
+        privacy.update({
             "delta": cfg.delta,
-            "epsilon-prv": eps_prv,
-            "epsilon-rdp": eps_rdp,
-            "noise-multiplier": cfg.noise_multiplier if cfg.private else 0.0,
-            "max-grad-norm": cfg.max_grad_norm if cfg.private else 0.0,
+            "epsilon-prv": release.epsilon_prv,
+            "epsilon-rdp": release.epsilon_rdp,
+            "noise-multiplier": sigma,
+            "max-grad-norm": cfg.max_grad_norm,
             "sample-rate": result.sample_rate,
             "steps-this-round": result.steps,
-            "history": json.dumps(history),
-        }
-    )
+            "history": json.dumps(ledger.history()),
+            "ledger": str(party.work_dir / LEDGER_NAME),
+        })
     metrics = MetricRecord({"num-examples": result.users, "train-loss": result.mean_loss})
-    content = RecordDict({"arrays": to_record(model.trainable_state()), "metrics": metrics, "privacy": privacy})
+    content = RecordDict({"arrays": to_record(model.trainable_state()), "metrics": metrics,
+                          "privacy": ConfigRecord(privacy)})
     return Message(content, reply_to=msg)
 
 
@@ -125,17 +141,6 @@ def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Messa
     for split in ("valid", "test"):
         metrics.update({f"{split}-{k}": v for k, v in evaluate_split(model, vectors, users, split).items()})
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
-def load_history(context: Context) -> History:
-    """This client's DP history over all earlier rounds of the run (Opacus' (σ, q, steps) entries)."""
-    if PRIVACY_STATE not in context.state:
-        return []
-    return [tuple(entry) for entry in json.loads(str(context.state[PRIVACY_STATE]["history"]))]
-
-
-def save_history(context: Context, history: History) -> None:
-    context.state[PRIVACY_STATE] = ConfigRecord({"history": json.dumps(history)})
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> ClientApp:

@@ -12,6 +12,7 @@ Per-example clipping bounds each user's influence, and Opacus' accountant gives 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +26,16 @@ from shared.privacy import History
 
 @dataclass(frozen=True)
 class TrainSettings:
-    local_steps: int = 12
-    batch_size: int = 32
-    learning_rate: float = 0.01  # user head + item bias
+    local_steps: int = 15
+    batch_size: int = 200
+    learning_rate: float = 0.001  # user head
+    bias_learning_rate: float = 0.05  # item bias: a popularity prior, the most DP-robust signal
     lora_learning_rate: float = 0.001  # LoRA moves the item tower: smaller steps, DP noise there hurts more
     private: bool = True
-    noise_multiplier: float = 0.8
+    noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
-    num_negatives: int = 3  # per example, encoded with gradient: each costs one more encoder pass
-    hard_negatives: int = 2  # of which drawn from the positive's nearest neighbours
+    num_negatives: int = 1  # per example, encoded with gradient: each costs one more encoder pass
+    hard_negatives: int = 1  # of which drawn from the positive's nearest neighbours
     seed: int = 0
 
 
@@ -108,6 +110,11 @@ def nearest_items(item_vectors: np.ndarray, k: int) -> np.ndarray:
     return neighbours
 
 
+def poisson_rate(n_users: int, batch_size: int) -> float:
+    """The sampling rate Opacus will use for this loader: 1 / number of batches (known before training)."""
+    return 1.0 / math.ceil(n_users / min(batch_size, n_users))
+
+
 def trainable_users(histories: list[list[int]]) -> list[list[int]]:
     """Users with at least one (history, next item) pair in their training part."""
     return [h for h in histories if len(h) >= 2]
@@ -130,11 +137,12 @@ def train_round(
     loader = DataLoader(data, batch_size=min(settings.batch_size, len(users)), shuffle=True,
                         generator=torch.Generator().manual_seed(round_seed))
     params = [p for p in model.parameters() if p.requires_grad]
-    lora = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" in name]
-    rest = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" not in name]
-    optimizer = torch.optim.Adam(
-        [{"params": lora, "lr": settings.lora_learning_rate}, {"params": rest, "lr": settings.learning_rate}]
-    )
+    groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "head": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups["lora" if "lora_" in name else "bias" if name.startswith("item_bias") else "head"].append(p)
+    rates = {"lora": settings.lora_learning_rate, "bias": settings.bias_learning_rate, "head": settings.learning_rate}
+    optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items() if ps])
     model.train()
     engine = None
     net: torch.nn.Module = model

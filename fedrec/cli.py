@@ -70,13 +70,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from server.audit import main as audit_main
+
+    return audit_main(args.run_dir, args.cap)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrec", description="Federated, differentially private recommender")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run a federated simulation and publish the item index")
     sim.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    sim.add_argument("--clients", type=int, default=3, help="number of simulated clients (SuperNodes)")
+    sim.add_argument("--clients", type=int, default=2, help="number of simulated clients (SuperNodes)")
     sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet", "user"])
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
     sim.add_argument("--catalogue", help="catalogue CSV/Parquet (default: the embedded shop)")
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
+
+    aud = sub.add_parser("audit", help="verify every privacy ledger of a run and report ε per client")
+    aud.add_argument("run_dir")
+    aud.add_argument("--cap", type=float, help="ε cap to check (default: the cap each ledger recorded)")
+    aud.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -38,9 +38,11 @@ def privacy_summary(cfg: RunConfig, reports: dict[int, list[dict]]) -> dict[str,
         "delta": cfg.delta,
         "noise_multiplier": cfg.noise_multiplier if cfg.private else 0.0,
         "max_grad_norm": cfg.max_grad_norm if cfg.private else None,
-        "epsilon": {c: r["epsilon-prv"] for c, r in clients.items()},
-        "epsilon_rdp": {c: r["epsilon-rdp"] for c, r in clients.items()},
-        "history": {c: r["history"] for c, r in clients.items()},
+        "epsilon_cap": cfg.epsilon_cap or None,
+        "epsilon": {c: r["epsilon-prv"] for c, r in clients.items() if r["private"]},
+        "epsilon_rdp": {c: r["epsilon-rdp"] for c, r in clients.items() if r["private"]},
+        "noise_multipliers": {c: r["noise-multiplier"] for c, r in clients.items() if r["private"]},
+        "history": {c: r["history"] for c, r in clients.items() if r["private"]},
     }
 
 
@@ -94,6 +96,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                     str(r["client"]): r["epsilon-prv"] for r in strategy.privacy_reports.get(server_round, [])
                 },
                 "refused": strategy.refused.get(server_round, []),
+                "skipped": strategy.skipped.get(server_round, []),
             }
         )
     with open(run_dir / "rounds.jsonl", "w") as f:

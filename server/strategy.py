@@ -2,7 +2,8 @@
 
 Flower's FedAvg does the weighted average (weights: each client's number of training users). This
 class only adds: replies carrying any tensor that is not an expected adapter (name and shape) are
-refused before aggregation, and each client's privacy report is kept per round for the run summary.
+refused before aggregation, each client's privacy report is kept per round for the run summary, and
+clients that declined to train (their privacy budget cap) are recorded; the others carry on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class AdapterFedAvg(FedAvg):
         super().__init__(**kwargs)
         self.expected = expected
         self.privacy_reports: dict[int, list[dict]] = {}  # round -> one report per client
-        self.refused: dict[int, list[str]] = {}  # round -> reasons
+        self.refused: dict[int, list[str]] = {}  # round -> reasons an update was refused
+        self.skipped: dict[int, list[str]] = {}  # round -> reasons a client did not train (e.g. budget cap)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -31,6 +33,7 @@ class AdapterFedAvg(FedAvg):
         accepted = []
         for msg in replies:
             if msg.has_error():
+                self.skipped.setdefault(server_round, []).append(msg.error.reason)
                 accepted.append(msg)  # FedAvg logs and skips error replies
                 continue
             try:
@@ -43,6 +46,7 @@ class AdapterFedAvg(FedAvg):
             accepted.append(msg)
             if "privacy" in msg.content:
                 report = dict(msg.content["privacy"])
-                report["history"] = json.loads(str(report["history"]))
+                if "history" in report:
+                    report["history"] = json.loads(str(report["history"]))
                 self.privacy_reports.setdefault(server_round, []).append(report)
         return super().aggregate_train(server_round, accepted)

@@ -19,13 +19,16 @@ class RunConfig:
     fraction_train: float = 1.0
     min_clients: int = 2  # wait until this many clients are connected before a round
     local_steps: int = 15
-    batch_size: int = 100
-    learning_rate: float = 0.01  # user head + item bias
+    batch_size: int = 200
+    learning_rate: float = 0.001  # user head
+    bias_learning_rate: float = 0.05  # item bias
     lora_learning_rate: float = 0.001
     private: bool = True
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5
+    epsilon_cap: float = 0.0  # per client, at delta; 0 = no cap. A round that would pass it is not trained
+    target_epsilon: float = 0.0  # > 0: calibrate the noise multiplier to reach this ε over all planned rounds
     lora_rank: int = 4
     num_negatives: int = 1
     hard_negatives: int = 1

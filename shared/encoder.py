@@ -52,7 +52,12 @@ def load_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def load_encoder(
-    lora_rank: int, lora_alpha: int, lora_targets: tuple[str, ...], train_lora_a: bool = False, init_seed: int = 0
+    lora_rank: int,
+    lora_alpha: int,
+    lora_targets: tuple[str, ...],
+    lora_layers: tuple[int, ...] | None = None,
+    train_lora_a: bool = False,
+    init_seed: int = 0,
 ) -> torch.nn.Module:
     """MiniLM with LoRA adapters on the given attention projections; only the adapters train.
 
@@ -71,7 +76,13 @@ def load_encoder(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules=list(lora_targets), lora_dropout=0.0)
+    config = LoraConfig(
+        r=lora_rank,
+        lora_alpha=lora_alpha,
+        target_modules=list(lora_targets),
+        layers_to_transform=list(lora_layers) if lora_layers else None,
+        lora_dropout=0.0,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(init_seed)
         model = get_peft_model(base, config)

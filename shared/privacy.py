@@ -8,6 +8,7 @@ an accountant rebuilt from the whole history gives the ε of *all* training the 
 from __future__ import annotations
 
 from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
 
 History = list[tuple[float, float, int]]
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
@@ -34,3 +35,13 @@ def epsilon(history: History, delta: float, accountant: str = "prv") -> float:
     acc = ACCOUNTANTS[accountant]()
     acc.history = compact(history)
     return float(acc.get_epsilon(delta=delta))
+
+
+def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest σ (Opacus' search, PRV) whose ε over `steps` is at most the target: never overshoots."""
+    sigma = get_noise_multiplier(
+        target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="prv"
+    )
+    while epsilon([(sigma, sample_rate, steps)], delta) > target_epsilon:
+        sigma *= 1.01
+    return float(sigma)

@@ -45,7 +45,7 @@ def prepare_data(out: Path, catalogue: str | None, events: str | None, shop_seed
 
 def simulate(
     out: str | Path,
-    num_clients: int = 3,
+    num_clients: int = 2,
     partition: str = "iid",
     alpha: float = 0.5,
     catalogue: str | None = None,

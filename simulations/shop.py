@@ -242,7 +242,7 @@ TARGET_EXTRA = 6.0  # mean distinct engaged items above MIN_ENGAGED
 @dataclass(frozen=True)
 class ShopConfig:
     n_items: int = 2400
-    n_users: int = 3000
+    n_users: int = 6000
     seed: int = 0
     start: str = "2026-01-01"
     days: int = 180

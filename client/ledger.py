@@ -1,0 +1,359 @@
+"""The client's privacy ledger: an on-disk, append-only, tamper-evident record of every DP release.
+
+One release is one round of local DP-SGD whose result left the client. The ledger is a JSON-lines file,
+one release per line, each line hash-chained to the one before it; it is the only contract between a
+client and the auditor (`server/audit.py`). ε is never carried over as a running number: every line
+records ε *after* that release, computed by `shared.privacy.epsilon` over the DP history of all the
+releases before it plus this one, so a restarted client keeps composing from where it was.
+
+A line is the canonical JSON (sorted keys, separators "," and ":") of:
+
+    all `Release` fields, plus
+    seq        0-based position in the file
+    prev_hash  sha256 hex of the previous line's exact bytes (without its newline); "0" * 64 for the first
+    hash       sha256 hex of the canonical JSON of this record without `hash`
+    version    LEDGER_VERSION
+
+Verification recomputes every hash and link and checks that each line is byte-for-byte canonical, so a
+flipped byte anywhere, a removed, inserted or reordered line, or an edited ε is detected. What a hash
+chain cannot show on its own is that the *last* lines were cut off; compare `Ledger.head()` with a copy
+kept elsewhere (e.g. reported to the server each round) for that.
+
+Non-finite ε (a release with noise multiplier 0, i.e. no DP) is written as JSON `Infinity`, as Python's
+json module does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from shared.privacy import PRIVACY_UNIT, History, compact, epsilon
+
+LEDGER_VERSION = 1
+LEDGER_NAME = "privacy-ledger.jsonl"
+GENESIS = "0" * 64
+
+
+class LedgerError(RuntimeError):
+    """A ledger that cannot be trusted or a release that must not be recorded; names the file and line."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One DP release: one round of local DP-SGD whose result left the client."""
+
+    client: str
+    round: int
+    steps: int
+    noise_multiplier: float
+    sample_rate: float
+    max_grad_norm: float
+    delta: float
+    accountant: str = "prv"  # the accountant the client enforces its cap with
+    unit: str = PRIVACY_UNIT  # "user": each client's users are protected; "client" only for a server ledger
+    epsilon_prv: float = 0.0  # ε AFTER this release, composed over all earlier ones
+    epsilon_rdp: float = 0.0
+    epsilon_cap: float | None = None  # the ε cap the client enforces, if any
+    run: str = ""  # federation run id; (run, client, round) is unique, so one ledger can span several runs
+
+    @property
+    def epsilon(self) -> float:
+        """ε under the accountant this release is enforced with."""
+        return self.epsilon_rdp if self.accountant == "rdp" else self.epsilon_prv
+
+
+RELEASE_FIELDS = tuple(f.name for f in fields(Release))
+RECORD_FIELDS = frozenset(RELEASE_FIELDS) | {"seq", "prev_hash", "hash", "version"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "client": (str,),
+    "round": (int,),
+    "steps": (int,),
+    "noise_multiplier": (int, float),
+    "sample_rate": (int, float),
+    "max_grad_norm": (int, float),
+    "delta": (int, float),
+    "accountant": (str,),
+    "unit": (str,),
+    "epsilon_prv": (int, float),
+    "epsilon_rdp": (int, float),
+    "epsilon_cap": (int, float, type(None)),
+    "run": (str,),
+    "seq": (int,),
+    "prev_hash": (str,),
+    "hash": (str,),
+    "version": (int,),
+}
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    """The one serialisation hashes are computed over (and lines are written in)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return sha256(canonical({k: v for k, v in record.items() if k != "hash"}))
+
+
+def history_of(records: list[dict[str, Any]]) -> History:
+    """The composed DP history (Opacus' (σ, q, steps) entries) of these releases, in ledger order."""
+    return compact(
+        [
+            (float(r["noise_multiplier"]), float(r["sample_rate"]), int(r["steps"]))
+            for r in records
+            if r["steps"] > 0
+        ]
+    )
+
+
+@lru_cache(maxsize=4096)
+def _epsilon_cached(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    if any(sigma <= 0 for sigma, _, _ in history):
+        return math.inf  # a release without noise: no DP guarantee at all
+    return epsilon(list(history), delta, accountant)
+
+
+def epsilons(history: History, delta: float) -> tuple[float, float]:
+    """(ε_prv, ε_rdp) of a history at δ; memoised (PRV takes ~1 s and audits repeat prefixes)."""
+    key = tuple((float(s), float(q), int(n)) for s, q, n in compact(history))
+    return _epsilon_cached(key, float(delta), "prv"), _epsilon_cached(key, float(delta), "rdp")
+
+
+def _check_release(path: Path, **values: Any) -> None:
+    def bad(msg: str) -> LedgerError:
+        return LedgerError(f"{path}: refusing to record release: {msg}")
+
+    if not isinstance(values["client"], str) or not values["client"]:
+        raise bad("client must be a non-empty string")
+    for name in ("round", "steps"):
+        if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 0:
+            raise bad(f"{name} must be a non-negative int, got {values[name]!r}")
+    for name in ("noise_multiplier", "max_grad_norm"):
+        if not (math.isfinite(values[name]) and values[name] >= 0):
+            raise bad(f"{name} must be finite and >= 0, got {values[name]!r}")
+    if not 0 < values["sample_rate"] <= 1:
+        raise bad(f"sample_rate must be in (0, 1], got {values['sample_rate']!r}")
+    if not 0 < values["delta"] < 1:
+        raise bad(f"delta must be in (0, 1), got {values['delta']!r}")
+    if values["accountant"] not in ("prv", "rdp"):
+        raise bad(f"accountant must be 'prv' or 'rdp', got {values['accountant']!r}")
+    cap = values["epsilon_cap"]
+    if cap is not None and not (isinstance(cap, (int, float)) and cap > 0):
+        raise bad(f"epsilon_cap must be None or > 0, got {cap!r}")
+
+
+def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
+    """Verify a whole ledger's bytes and return its records; LedgerError names the file and line at fault."""
+    path = Path(path)
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] != b"":
+        raise LedgerError(f"{path}:{len(lines)}: last line has no newline (truncated or interrupted write)")
+    lines.pop()
+    records: list[dict[str, Any]] = []
+    prev, client, seen = GENESIS, None, set()
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        try:
+            rec = json.loads(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise LedgerError(f"{where}: not a JSON record ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(rec, dict):
+            raise LedgerError(f"{where}: not a JSON object")
+        if set(rec) != RECORD_FIELDS:
+            missing, extra = sorted(RECORD_FIELDS - set(rec)), sorted(set(rec) - RECORD_FIELDS)
+            raise LedgerError(f"{where}: wrong fields (missing {missing}, unexpected {extra})")
+        for name, types in _TYPES.items():
+            if isinstance(rec[name], bool) or not isinstance(rec[name], types):
+                raise LedgerError(f"{where}: field {name!r} has the wrong type ({rec[name]!r})")
+        if rec["version"] != LEDGER_VERSION:
+            raise LedgerError(f"{where}: ledger version {rec['version']}, this code reads {LEDGER_VERSION}")
+        if canonical(rec) != raw:
+            raise LedgerError(f"{where}: line is not in canonical form (edited by hand?)")
+        if record_hash(rec) != rec["hash"]:
+            raise LedgerError(f"{where}: hash mismatch: the record was altered after it was written")
+        if rec["prev_hash"] != prev:
+            raise LedgerError(
+                f"{where}: chain broken: prev_hash does not match line {number - 1}"
+                " (a line was removed, inserted or reordered)"
+                if number > 1
+                else f"{where}: chain broken: the first line does not start the chain (lines removed?)"
+            )
+        if rec["seq"] != number - 1:
+            raise LedgerError(f"{where}: seq {rec['seq']} where {number - 1} was expected")
+        if client is not None and rec["client"] != client:
+            raise LedgerError(f"{where}: release of client {rec['client']!r} in the ledger of {client!r}")
+        key = (rec["run"], rec["round"])
+        if key in seen:
+            raise LedgerError(f"{where}: round {rec['round']} recorded twice (double-counted release)")
+        client = rec["client"]
+        seen.add(key)
+        prev = sha256(raw)
+        records.append(rec)
+    return records
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Ledger:
+    """A client's privacy ledger at `path` (JSON lines; created on the first append)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def _read(self) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return b""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # never read an append half-way
+            return _read_all(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All records, after verifying the whole chain; raises LedgerError on any break."""
+        return parse(self._read(), self.path)
+
+    def releases(self) -> list[Release]:
+        return [Release(**{k: r[k] for k in RELEASE_FIELDS}) for r in self.records()]
+
+    def history(self) -> History:
+        """The composed DP history of all releases (what the next ε composes onto)."""
+        return history_of(self.records())
+
+    def head(self) -> tuple[int, str]:
+        """(number of releases, hash of the last line's bytes): report it elsewhere to detect truncation."""
+        data = self._read()
+        records = parse(data, self.path)
+        return len(records), (sha256(data.split(b"\n")[-2]) if records else GENESIS)
+
+    def epsilon(self, delta: float) -> tuple[float, float]:
+        """(ε_prv, ε_rdp) spent so far, at δ."""
+        return epsilons(self.history(), delta)
+
+    def project(
+        self, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+    ) -> tuple[float, float]:
+        """(ε_prv, ε_rdp) if one more release like this were made: check a cap *before* training."""
+        new = [(float(noise_multiplier), float(sample_rate), int(steps))] if steps > 0 else []
+        return epsilons(self.history() + new, delta)
+
+    def append(
+        self,
+        client: str,
+        round: int,  # the ledger's own word for a federated round
+        steps: int,
+        noise_multiplier: float,
+        sample_rate: float,
+        max_grad_norm: float,
+        delta: float,
+        *,
+        epsilon_cap: float | None = None,
+        accountant: str = "prv",
+        unit: str = PRIVACY_UNIT,
+        run: str = "",
+    ) -> Release:
+        """Record one release (before its result leaves the client); returns it with ε after it.
+
+        Refused (LedgerError, nothing written) if the ledger is broken, if this (run, round) is already
+        recorded (a restarted client must resume, not double-count), or if it names another client.
+        Never refused for exceeding `epsilon_cap`: the ledger records what happened; enforce the cap
+        with `project` before training.
+        """
+        _check_release(
+            self.path,
+            client=client,
+            round=round,
+            steps=steps,
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            max_grad_norm=max_grad_norm,
+            delta=delta,
+            accountant=accountant,
+            epsilon_cap=epsilon_cap,
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = _read_all(fd)
+            records = parse(data, self.path)
+            where = f"{self.path}:{len(records) + 1}"
+            if records and records[0]["client"] != client:
+                raise LedgerError(
+                    f"{where}: this ledger belongs to client {records[0]['client']!r}, not {client!r}"
+                )
+            if any(r["run"] == run and r["round"] == round for r in records):
+                raise LedgerError(
+                    f"{where}: round {round} of client {client!r} is already recorded; a restarted client"
+                    " must resume from the next round, not record (and count) a release twice"
+                )
+            new = [(float(noise_multiplier), float(sample_rate), int(steps))] if steps > 0 else []
+            eps_prv, eps_rdp = epsilons(history_of(records) + new, delta)
+            release = Release(
+                client=client,
+                round=int(round),
+                steps=int(steps),
+                noise_multiplier=float(noise_multiplier),
+                sample_rate=float(sample_rate),
+                max_grad_norm=float(max_grad_norm),
+                delta=float(delta),
+                accountant=accountant,
+                unit=unit,
+                epsilon_prv=eps_prv,
+                epsilon_rdp=eps_rdp,
+                epsilon_cap=None if epsilon_cap is None else float(epsilon_cap),
+                run=run,
+            )
+            prev = sha256(data.split(b"\n")[-2]) if records else GENESIS
+            record = {**asdict(release), "seq": len(records), "prev_hash": prev, "version": LEDGER_VERSION}
+            record["hash"] = record_hash(record)
+            line = canonical(record) + b"\n"
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+        if created:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return release
+
+
+def verify(path: str | os.PathLike[str]) -> tuple[bool, str]:
+    """(ok, message) for the ledger at `path`; a broken or tampered chain: False and the line at fault."""
+    path = Path(path)
+    if not path.is_file():
+        return False, f"{path}: no ledger file"
+    try:
+        records = Ledger(path).records()
+    except LedgerError as exc:
+        return False, str(exc)
+    if not records:
+        return True, f"{path}: empty ledger (no releases)"
+    return True, f"{path}: chain of {len(records)} releases verified"

@@ -1,0 +1,41 @@
+"""Shared fixtures: one real MiniLM-based model per test session (loading it takes seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.model import ModelConfig, Recommender
+
+TEXTS = [
+    "Northpeak Ultralight 2-Person Dome Tent. Northpeak. Tents",
+    "Trailforge Backpacking Tent with Rainfly. Trailforge. Tents",
+    "Wildmere Down Sleeping Bag -5C. Wildmere. Sleeping Bags",
+    "Campvale Synthetic Sleeping Bag. Campvale. Sleeping Bags",
+    "Cairnstone 400-Lumen Headlamp. Cairnstone. Headlamps",
+    "Brewhaus Conical Burr Coffee Grinder. Brewhaus. Coffee Grinders",
+    "Grindwell Hand Coffee Grinder. Grindwell. Coffee Grinders",
+    "Cuisora Drip Coffee Maker with Timer. Cuisora. Coffee Makers",
+    "Sonareo Noise-Cancelling Over-Ear Headphones. Sonareo. Headphones",
+    "Voltis Wireless Earbuds. Voltis. Headphones",
+    "Pixelcraft Mirrorless Camera Body. Pixelcraft. Cameras",
+    "Lumetric 128GB SD Memory Card. Lumetric. Memory Cards",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Recommender:
+    return Recommender(ModelConfig(n_items=len(TEXTS)))
+
+
+@pytest.fixture(scope="session")
+def tiny_catalogue(tiny_model):
+    vectors = tiny_model.encode_texts(TEXTS)
+    tokens = tiny_model.tokenize(TEXTS)
+    return vectors, tokens
+
+
+@pytest.fixture
+def histories() -> list[list[int]]:
+    rng = np.random.default_rng(0)
+    return [list(rng.choice(len(TEXTS), 5, replace=False)) for _ in range(24)]

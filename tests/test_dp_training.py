@@ -1,0 +1,135 @@
+"""Privacy facts of local training: per-sample gradients, clipping, the update direction, accounting."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule, PrivacyEngine
+from torch.utils.data import DataLoader
+
+from client.train import TrainSettings, UserExamples, example_loss, train_round
+from shared.privacy import epsilon
+
+SETTINGS = TrainSettings(batch_size=4, num_negatives=2, hard_negatives=1, local_steps=2)
+
+
+def _batch(model, histories, vectors, tokens, n=3):
+    data = UserExamples(model, histories, vectors, tokens, SETTINGS, seed=7)
+    return next(iter(DataLoader(data, batch_size=n)))
+
+
+def test_per_sample_gradients_equal_one_user_at_a_time(tiny_model, tiny_catalogue, histories):
+    """Opacus' per-sample gradients (hooks mode, peft LoRA inside) equal each user's own gradient."""
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # move off the zero init so that every trained tensor has a gradient
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))
+    batch = _batch(model, histories, vectors, tokens)
+    catalogue = torch.from_numpy(vectors)
+    wrapped = GradSampleModule(model)
+    example_loss(wrapped, *batch, catalogue).backward()
+    params = [(n, p) for n, p in wrapped.named_parameters() if p.requires_grad]
+    per_sample = {n: p.grad_sample.clone() for n, p in params}
+    wrapped._close()
+
+    for i in range(len(batch[0])):
+        model.zero_grad()
+        one = [t[i : i + 1] for t in batch]
+        example_loss(model, *one, catalogue).backward()
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                key = f"_module.{name}" if f"_module.{name}" in per_sample else name
+                torch.testing.assert_close(per_sample[key][i], p.grad, atol=2e-5, rtol=1e-3)
+
+
+def test_dp_step_moves_lora_along_clipped_mean_gradient(tiny_model, tiny_catalogue, histories):
+    """Guard against silent update loss (opacus#820): with σ=0 and SGD, Δθ = -lr · mean of clipped grads."""
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))
+    batch = _batch(model, histories, vectors, tokens, n=4)
+    catalogue = torch.from_numpy(vectors)
+    clip, lr = 0.5, 0.1
+
+    # reference: per-sample gradients -> clip each to `clip` -> mean
+    ref = GradSampleModule(copy.deepcopy(model))
+    example_loss(ref, *batch, catalogue).backward()
+    grads = {n: p.grad_sample for n, p in ref.named_parameters() if p.requires_grad}
+    norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in grads.values()))
+    factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+    assert (norms > clip).any(), "the test must exercise clipping"
+    expected = {n.removeprefix("_module."): torch.einsum("i,i...->...", factor, g) / len(norms) for n, g in grads.items()}
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    loader = DataLoader(list(zip(*batch, strict=True)), batch_size=4)
+    engine = PrivacyEngine()
+    net, optimizer, _ = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=0.0, max_grad_norm=clip,
+        poisson_sampling=False,
+    )
+    optimizer.expected_batch_size = 4
+    example_loss(net, *batch, catalogue).backward()
+    optimizer.step()
+    moved_b = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.detach() - before[name], -lr * expected[name], atol=1e-6, rtol=1e-3)
+            if ".lora_B." in name:
+                moved_b += int((p.detach() - before[name]).abs().max() > 0)
+    assert moved_b > 0, "LoRA B matrices must move"
+    net._close()
+
+
+def test_round_history_and_epsilon_compose(tiny_model, tiny_catalogue, histories):
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_model)
+    settings = TrainSettings(batch_size=6, local_steps=3, num_negatives=1, hard_negatives=1, noise_multiplier=1.1)
+    first = train_round(model, histories, vectors, tokens, settings, round_seed=1)
+    second = train_round(model, histories, vectors, tokens, settings, round_seed=2)
+    q = 6 / len(histories)
+    assert first.history == [(1.1, q, 3)] and second.history == [(1.1, q, 3)]
+    assert first.sample_rate == pytest.approx(q)
+    composed = epsilon(first.history + second.history, 1e-5)
+    assert composed == pytest.approx(epsilon([(1.1, q, 6)], 1e-5), rel=1e-6)
+    assert composed > epsilon(first.history, 1e-5)
+
+
+def test_non_private_round_has_no_privacy_history(tiny_model, tiny_catalogue, histories):
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_model)
+    result = train_round(model, histories, vectors, tokens, TrainSettings(private=False, batch_size=6, local_steps=2,
+                                                                           num_negatives=1, hard_negatives=1), 3)
+    assert result.history == [] and result.steps == 2
+
+
+def test_empty_poisson_batch_is_still_a_step(tiny_model, tiny_catalogue):
+    """With a tiny sampling rate most batches are empty: every step is counted and accounted for."""
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_model)
+    histories = [[0, 1, 2], [3, 4, 5]]
+    settings = TrainSettings(batch_size=1, local_steps=6, num_negatives=1, hard_negatives=1)
+    result = train_round(model, histories, vectors, tokens, settings, round_seed=11)
+    assert result.steps == 6 and result.history == [(1.0, 0.5, 6)]
+    assert result.examples < 12  # Poisson: batches vary in size, some empty with q = 0.5
+
+
+def test_same_seed_same_update(tiny_model, tiny_catalogue, histories):
+    vectors, tokens = tiny_catalogue
+    states = []
+    for _ in range(2):
+        model = copy.deepcopy(tiny_model)
+        train_round(model, histories, vectors, tokens, SETTINGS, round_seed=5)
+        states.append(model.trainable_state())
+    for name in states[0]:
+        torch.testing.assert_close(states[0][name], states[1][name], atol=0, rtol=0)
+    assert any(np.abs(states[0][n].numpy()).max() > 0 for n in states[0] if "user_head.1" in n)
