@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, Record
 from flwr.clientapp import ClientApp
 
 from client.ledger import LEDGER_NAME, Ledger
-from client.train import TrainSettings, poisson_rate, trainable_users, train_round
+from client.train import TrainSettings, poisson_rate, train_round, trainable_users
 from shared.adapters import from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
@@ -94,8 +94,10 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     if cfg.private and cap is not None:
         projected, _ = ledger.project(sigma, q, cfg.local_steps, cfg.delta)
         if projected > cap:
-            reason = (f"{party.name}: privacy budget: ε would reach {projected:.3f} > cap {cap:g} "
-                      f"(δ={cfg.delta:g}) after round {server_round}; not training")
+            reason = (
+                f"{party.name}: privacy budget: ε would reach {projected:.3f} > cap {cap:g} "
+                f"(δ={cfg.delta:g}) after round {server_round}; not training"
+            )
             return Message(Error(code=BUDGET_EXHAUSTED, reason=reason), reply_to=msg)
 
     settings = TrainSettings(
@@ -116,22 +118,33 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     privacy: dict[str, Any] = {"client": party.name, "private": cfg.private, "unit": PRIVACY_UNIT}
     if cfg.private:
         # The release is recorded before the update leaves: no update without its ledger line.
-        release = ledger.append(party.name, server_round, result.steps, sigma, result.sample_rate,
-                                cfg.max_grad_norm, cfg.delta, epsilon_cap=cap)
-        privacy.update({
-            "delta": cfg.delta,
-            "epsilon-prv": release.epsilon_prv,
-            "epsilon-rdp": release.epsilon_rdp,
-            "noise-multiplier": sigma,
-            "max-grad-norm": cfg.max_grad_norm,
-            "sample-rate": result.sample_rate,
-            "steps-this-round": result.steps,
-            "history": json.dumps(ledger.history()),
-            "ledger": str(party.work_dir / LEDGER_NAME),
-        })
+        release = ledger.append(
+            party.name,
+            server_round,
+            result.steps,
+            sigma,
+            result.sample_rate,
+            cfg.max_grad_norm,
+            cfg.delta,
+            epsilon_cap=cap,
+        )
+        privacy.update(
+            {
+                "delta": cfg.delta,
+                "epsilon-prv": release.epsilon_prv,
+                "epsilon-rdp": release.epsilon_rdp,
+                "noise-multiplier": sigma,
+                "max-grad-norm": cfg.max_grad_norm,
+                "sample-rate": result.sample_rate,
+                "steps-this-round": result.steps,
+                "history": json.dumps(ledger.history()),
+                "ledger": str(party.work_dir / LEDGER_NAME),
+            }
+        )
     metrics = MetricRecord({"num-examples": result.users, "train-loss": result.mean_loss})
-    content = RecordDict({"arrays": to_record(model.trainable_state()), "metrics": metrics,
-                          "privacy": ConfigRecord(privacy)})
+    content = RecordDict(
+        {"arrays": to_record(model.trainable_state()), "metrics": metrics, "privacy": ConfigRecord(privacy)}
+    )
     return Message(content, reply_to=msg)
 
 
@@ -144,7 +157,7 @@ def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Messa
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> ClientApp:
-    """The ClientApp; `overrides` (dashed run-config keys) win over the run config (used by `fedrec simulate`)."""
+    """The ClientApp; `overrides` (dashed run-config keys) win over the run config (`fedrec simulate`)."""
     fixed = dict(overrides or {})
     client_app = ClientApp()
 

@@ -53,8 +53,10 @@ class Device:
             raise ValueError("empty history: there is nothing to recommend from (try search instead)")
         unknown = [item_id for item_id in history if item_id not in self.position]
         if unknown:
-            raise ValueError(f"{len(unknown)} history item id(s) not in the published catalogue "
-                             f"{self.artifact.version}: {unknown[:10]}")
+            raise ValueError(
+                f"{len(unknown)} history item id(s) not in the published catalogue "
+                f"{self.artifact.version}: {unknown[:10]}"
+            )
         rows = [self.position[item_id] for item_id in history]
         if self._vectors is None:
             self._vectors = self.artifact.item_vectors()
@@ -74,10 +76,14 @@ class Device:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         index = self.artifact.index
-        scores, rows = index.search(np.ascontiguousarray(vector, dtype=np.float32),
-                                    min(k + len(banned), index.ntotal))
-        found = [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True)
-                 if r >= 0 and int(r) not in banned]
+        scores, rows = index.search(
+            np.ascontiguousarray(vector, dtype=np.float32), min(k + len(banned), index.ntotal)
+        )
+        found = [
+            (float(s), int(r))
+            for s, r in zip(scores[0], rows[0], strict=True)
+            if r >= 0 and int(r) not in banned
+        ]
         return [self._recommendation(row, score) for score, row in found[:k]]
 
     def _recommendation(self, row: int, score: float) -> Recommendation:
@@ -136,6 +142,7 @@ def _parse_times(values: pd.Series, path: Path) -> pd.Series:
     parsed = pd.to_datetime(seconds, unit="s", utc=True).fillna(iso)
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise ValueError(f"{path}: row {row + 1}: timestamp {values.iloc[row]!r} "
-                         "is not epoch seconds or ISO-8601")
+        raise ValueError(
+            f"{path}: row {row + 1}: timestamp {values.iloc[row]!r} is not epoch seconds or ISO-8601"
+        )
     return parsed

@@ -106,7 +106,9 @@ def nearest_items(item_vectors: np.ndarray, k: int) -> np.ndarray:
 
     index = faiss.IndexFlatIP(item_vectors.shape[1])
     index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
-    _, neighbours = index.search(np.ascontiguousarray(item_vectors, dtype=np.float32), min(k + 1, len(item_vectors)))
+    _, neighbours = index.search(
+        np.ascontiguousarray(item_vectors, dtype=np.float32), min(k + 1, len(item_vectors))
+    )
     return neighbours
 
 
@@ -134,14 +136,24 @@ def train_round(
     if not users:
         raise ValueError("no local user has two or more training items: nothing to train on")
     data = UserExamples(model, users, item_vectors, tokens, settings, seed=round_seed)
-    loader = DataLoader(data, batch_size=min(settings.batch_size, len(users)), shuffle=True,
-                        generator=torch.Generator().manual_seed(round_seed))
+    loader = DataLoader(
+        data,
+        batch_size=min(settings.batch_size, len(users)),
+        shuffle=True,
+        generator=torch.Generator().manual_seed(round_seed),
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "head": []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups["lora" if "lora_" in name else "bias" if name.startswith("item_bias") else "head"].append(p)
-    rates = {"lora": settings.lora_learning_rate, "bias": settings.bias_learning_rate, "head": settings.learning_rate}
+            groups["lora" if "lora_" in name else "bias" if name.startswith("item_bias") else "head"].append(
+                p
+            )
+    rates = {
+        "lora": settings.lora_learning_rate,
+        "bias": settings.bias_learning_rate,
+        "head": settings.learning_rate,
+    }
     optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items() if ps])
     model.train()
     engine = None

@@ -77,24 +77,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedrec", description="Federated, differentially private recommender")
+    parser = argparse.ArgumentParser(
+        prog="fedrec", description="Federated, differentially private recommender"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run a federated simulation and publish the item index")
     sim.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     sim.add_argument("--clients", type=int, default=2, help="number of simulated clients (SuperNodes)")
     sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet", "user"])
-    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet")
+    sim.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
+    )
     sim.add_argument("--catalogue", help="catalogue CSV/Parquet (default: the embedded shop)")
     sim.add_argument("--events", help="behaviour-log CSV/Parquet (default: the embedded shop)")
     sim.add_argument("--shop-seed", type=int, default=0, help="seed of the embedded shop generator")
-    sim.add_argument("--run-config", action="append", default=[], help='Flower run-config overrides, "k=v k2=v2"')
+    sim.add_argument(
+        "--run-config", action="append", default=[], help='Flower run-config overrides, "k=v k2=v2"'
+    )
     sim.add_argument("--no-demo", action="store_true", help="skip the example recommendations at the end")
     sim.set_defaults(func=cmd_simulate)
 
     rec = sub.add_parser("recommend", help="on-device recommendations from a published index")
     rec.add_argument("--artifact", required=True, help="published index folder (e.g. runs/demo/index/v0003)")
-    rec.add_argument("--history", required=True, help="comma-separated item ids, or a file of them / of events")
+    rec.add_argument(
+        "--history", required=True, help="comma-separated item ids, or a file of them / of events"
+    )
     rec.add_argument("--exclude", nargs="*", help="item ids never to recommend (e.g. already purchased)")
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")

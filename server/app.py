@@ -112,7 +112,7 @@ def _plain(record: MetricRecord | None) -> dict[str, float] | None:
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> ServerApp:
-    """The ServerApp; `overrides` (dashed run-config keys) win over the run config (used by `fedrec simulate`)."""
+    """The ServerApp; `overrides` (dashed run-config keys) win over the run config (`fedrec simulate`)."""
     fixed = dict(overrides or {})
     server_app = ServerApp()
 

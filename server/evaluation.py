@@ -18,7 +18,9 @@ from shared.schema import item_texts
 class CentralEvaluator:
     """`evaluate_fn` for Flower's strategy: metrics of the global model on all users' valid and test items."""
 
-    def __init__(self, catalogue: str, events: str, model_config: ModelConfig, work_dir: str, cache_dir: str) -> None:
+    def __init__(
+        self, catalogue: str, events: str, model_config: ModelConfig, work_dir: str, cache_dir: str
+    ) -> None:
         cat, _, self.users, _ = load_party(catalogue, events, f"{work_dir}/quarantine")
         self.texts = item_texts(cat)
         self.model = Recommender(model_config)
@@ -30,7 +32,9 @@ class CentralEvaluator:
         vectors = catalogue_vectors(self.model, self.texts, self.cache_dir)
         metrics: dict[str, float] = {}
         for split in ("valid", "test"):
-            metrics.update({f"{split}-{k}": v for k, v in evaluate_split(self.model, vectors, self.users, split).items()})
+            metrics.update(
+                {f"{split}-{k}": v for k, v in evaluate_split(self.model, vectors, self.users, split).items()}
+            )
         self.history[server_round] = metrics
         print(
             f"[round {server_round}] central valid recall@10 {metrics['valid-recall@10']:.4f} "

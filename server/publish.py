@@ -14,7 +14,9 @@ from shared.model import Recommender
 from shared.schema import item_texts
 
 
-def publish(model: Recommender, catalogue, root: str | Path, server_round: int, info: dict, cache_dir=None) -> Path:
+def publish(
+    model: Recommender, catalogue, root: str | Path, server_round: int, info: dict, cache_dir=None
+) -> Path:
     """Write `root/v<round>` (FAISS index, items, adapter, model config, manifest) and return its path."""
     vectors = catalogue_vectors(model, item_texts(catalogue), cache_dir)
     return write_artifact(

@@ -1,7 +1,7 @@
 """Adapter tensors <-> Flower ArrayRecord, and the rule of what may leave a client.
 
-Only the LoRA matrices, the user head and the item bias are ever sent. The rule is a name pattern checked on both
-sides: the client refuses to send anything else, the server refuses to aggregate anything else.
+Only the LoRA matrices, the user head and the item bias are ever sent. The rule is a name pattern checked
+on both sides: the client refuses to send anything else, the server refuses to aggregate anything else.
 """
 
 from __future__ import annotations
@@ -31,14 +31,18 @@ def to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
 
 
-def from_record(record: ArrayRecord, expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+def from_record(
+    record: ArrayRecord, expected: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, torch.Tensor]:
     """Tensors from an ArrayRecord; with `expected`, names and shapes must match it exactly."""
     check_names(record.keys())
     state = {k: torch.from_numpy(np.array(v.numpy(), dtype=np.float32)) for k, v in record.items()}
     if expected is not None:
         if set(state) != set(expected):
-            raise AdapterLeakError(f"adapter names differ: missing {sorted(set(expected) - set(state))[:3]}, "
-                                   f"unexpected {sorted(set(state) - set(expected))[:3]}")
+            raise AdapterLeakError(
+                f"adapter names differ: missing {sorted(set(expected) - set(state))[:3]}, "
+                f"unexpected {sorted(set(state) - set(expected))[:3]}"
+            )
         for name, tensor in state.items():
             if tuple(tensor.shape) != tuple(expected[name]):
                 raise AdapterLeakError(f"{name}: shape {tuple(tensor.shape)} != {tuple(expected[name])}")

@@ -146,8 +146,9 @@ def write_artifact(
         table.to_parquet(tmp / "items.parquet", index=False)
         save_file(state, str(tmp / "adapter.safetensors"))
         _write_json(tmp / "model.json", {"model": dict(model_config), "encoder": ENCODER, "score": SCORE})
-        files = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in DATA_FILES}
+        files = {
+            name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in DATA_FILES
+        }
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": _version_string(round, files),
@@ -191,8 +192,10 @@ def _check_vectors(item_ids: list[str], item_vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors[:, :HIDDEN_SIZE], axis=1)
     if not np.allclose(norms, 1.0, atol=1e-3):
         row = int(np.argmax(np.abs(norms - 1.0)))
-        raise ValueError(f"item vectors must be unit length (the item tower normalises); "
-                         f"row {row} ({ids[row]!r}) has norm {norms[row]:.4f}")
+        raise ValueError(
+            f"item vectors must be unit length (the item tower normalises); "
+            f"row {row} ({ids[row]!r}) has norm {norms[row]:.4f}"
+        )
     return vectors
 
 
@@ -288,15 +291,21 @@ def load_artifact(path: str | Path) -> Artifact:
 
     manifest = _read_json(path, MANIFEST)
     if manifest.get("format_version") not in SUPPORTED_FORMATS:
-        raise refuse(MANIFEST, f"format_version {manifest.get('format_version')!r} is not supported "
-                               f"(this fedrec reads {list(SUPPORTED_FORMATS)})")
+        raise refuse(
+            MANIFEST,
+            f"format_version {manifest.get('format_version')!r} is not supported "
+            f"(this fedrec reads {list(SUPPORTED_FORMATS)})",
+        )
     required = ("version", "round", "dimension", "metric", "index_type", "n_items", "files")
     absent = [key for key in required if key not in manifest]
     if absent:
         raise refuse(MANIFEST, f"is incomplete (missing {absent})")
     files = manifest["files"]
-    if not isinstance(manifest["round"], int) or not isinstance(files, dict) or not all(
-            isinstance(entry, dict) for entry in files.values()):
+    if (
+        not isinstance(manifest["round"], int)
+        or not isinstance(files, dict)
+        or not all(isinstance(entry, dict) for entry in files.values())
+    ):
         raise refuse(MANIFEST, "is malformed (round must be an int, files a table of {sha256, bytes})")
     unlisted = sorted(set(os.listdir(path)) - set(files) - {MANIFEST})
     if unlisted:
@@ -316,8 +325,11 @@ def load_artifact(path: str | Path) -> Artifact:
     model = _read_json(path, "model.json")
     encoder, config = model.get("encoder", {}), model.get("model", {})
     if encoder != ENCODER or model.get("score") != SCORE:
-        raise refuse("model.json", f"was built for encoder {encoder} scored by {model.get('score')!r}; "
-                                   f"this fedrec runs {ENCODER} scored by {SCORE!r}")
+        raise refuse(
+            "model.json",
+            f"was built for encoder {encoder} scored by {model.get('score')!r}; "
+            f"this fedrec runs {ENCODER} scored by {SCORE!r}",
+        )
     try:
         ModelConfig.from_dict(config)
     except (TypeError, ValueError) as err:
@@ -331,8 +343,11 @@ def load_artifact(path: str | Path) -> Artifact:
     if d != ROW_SIZE:
         raise refuse(MANIFEST, f"dimension {d} is not the encoder's {HIDDEN_SIZE} + 1 bias column")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.d != d or index.ntotal != n:
-        raise refuse("index.faiss", f"holds {index.ntotal} x {index.d} (metric {index.metric_type}); "
-                                    f"manifest says {n} x {d} inner product")
+        raise refuse(
+            "index.faiss",
+            f"holds {index.ntotal} x {index.d} (metric {index.metric_type}); "
+            f"manifest says {n} x {d} inner product",
+        )
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = int(manifest.get("index_params", {}).get("efSearch", HNSW_EF_SEARCH))
 
@@ -348,8 +363,16 @@ def load_artifact(path: str | Path) -> Artifact:
     except (SafetensorError, OSError) as err:
         raise refuse("adapter.safetensors", f"cannot be read: {err}") from None
 
-    return Artifact(path=path, manifest=manifest, index=index, item_ids=items["item_id"].astype(str).tolist(),
-                    items=items, trainable_state=state, model_config=config, encoder=encoder)
+    return Artifact(
+        path=path,
+        manifest=manifest,
+        index=index,
+        item_ids=items["item_id"].astype(str).tolist(),
+        items=items,
+        trainable_state=state,
+        model_config=config,
+        encoder=encoder,
+    )
 
 
 def _read_json(folder: Path, name: str) -> dict:

@@ -46,7 +46,9 @@ class RunConfig:
         for key, value in raw.items():
             name = key.replace("-", "_")
             if name not in names:
-                raise ValueError(f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in names)}")
+                raise ValueError(
+                    f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in names)}"
+                )
             kind = type(getattr(cls(), name))
             values[name] = _coerce(key, value, kind)
         return cls(**values)
@@ -56,7 +58,10 @@ class RunConfig:
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
-            lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank, history_length=self.history_length, n_items=n_items
+            lora_rank=self.lora_rank,
+            lora_alpha=2 * self.lora_rank,
+            history_length=self.history_length,
+            n_items=n_items,
         )
 
 

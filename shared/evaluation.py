@@ -9,7 +9,9 @@ from shared.metrics import evaluate
 from shared.model import Recommender
 
 
-def evaluate_split(model: Recommender, item_vectors: np.ndarray, users: UserData, split: str) -> dict[str, float]:
+def evaluate_split(
+    model: Recommender, item_vectors: np.ndarray, users: UserData, split: str
+) -> dict[str, float]:
     """Recall/NDCG@10/@50 and coverage@10 of `users` on 'valid' or 'test', full ranking, history excluded."""
     histories, targets = users.split(split)
     users = model.user_rows(model.user_vectors(item_vectors, histories))

@@ -28,7 +28,9 @@ def cache_key(model: Recommender, texts: list[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def catalogue_vectors(model: Recommender, texts: list[str], cache_dir: str | Path | None, progress=None) -> np.ndarray:
+def catalogue_vectors(
+    model: Recommender, texts: list[str], cache_dir: str | Path | None, progress=None
+) -> np.ndarray:
     """Item-tower vectors of all catalogue texts under the model's current adapter: [N, d] float32."""
     if cache_dir is None:
         return model.encode_texts(texts, progress=progress)

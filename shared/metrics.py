@@ -21,7 +21,7 @@ def top_k(user_vectors: np.ndarray, item_vectors: np.ndarray, exclude: list[list
 
 
 def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, n_items: int, ks: tuple[int, ...] = KS) -> dict:
-    """Recall@k, NDCG@k (one relevant item per user) and catalogue coverage@10 of ranked lists [U, >=max(ks)]."""
+    """Recall@k, NDCG@k (one relevant item per user) and catalogue coverage@10 of ranked lists [U, K]."""
     targets = np.asarray(targets)
     hits = ranked == targets[:, None]
     rank = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
@@ -41,7 +41,9 @@ def evaluate(user_vectors: np.ndarray, item_vectors: np.ndarray, histories: list
     return ranking_metrics(ranked, np.asarray(targets), len(item_vectors))
 
 
-def popularity_ranking(train_histories: list[list[int]], histories: list[list[int]], n_items: int) -> np.ndarray:
+def popularity_ranking(
+    train_histories: list[list[int]], histories: list[list[int]], n_items: int
+) -> np.ndarray:
     """The popularity baseline: items ranked by how many training histories hold them, history excluded."""
     counts = np.zeros(n_items, dtype=np.float64)
     for history in train_histories:

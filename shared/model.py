@@ -41,7 +41,9 @@ class ModelConfig:
     train_lora_a: bool = False  # False: FFA-LoRA (A fixed at a seeded init, only B trains)
     init_seed: int = 0  # seeds LoRA A and the head's A: every party must start from the same values
     lora_targets: tuple[str, ...] = ("query", "value")
-    lora_layers: tuple[int, ...] = (5,)  # top layer only: backward stops there (2.2 s -> 1.0 s a step at B=100)
+    lora_layers: tuple[int, ...] = (
+        5,
+    )  # top layer only: backward stops there (2.2 s -> 1.0 s a step at B=100)
     max_length: int = 32
     history_length: int = 20
     recency: float = 0.7
@@ -74,11 +76,16 @@ class Recommender(nn.Module):
         self.config = config
         self.tokenizer = load_tokenizer()
         self.encoder = load_encoder(
-            config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_layers, config.train_lora_a,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_targets,
+            config.lora_layers,
+            config.train_lora_a,
             config.init_seed,
         )
         self.user_head = nn.Sequential(
-            nn.Linear(HIDDEN_SIZE, config.head_rank, bias=False), nn.Linear(config.head_rank, HIDDEN_SIZE, bias=False)
+            nn.Linear(HIDDEN_SIZE, config.head_rank, bias=False),
+            nn.Linear(config.head_rank, HIDDEN_SIZE, bias=False),
         )
         with torch.random.fork_rng():
             torch.manual_seed(config.init_seed)
@@ -92,7 +99,11 @@ class Recommender(nn.Module):
     # ------------------------------------------------------------------ towers
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
         )
         return batch["input_ids"], batch["attention_mask"]
 
@@ -171,7 +182,9 @@ class Recommender(nn.Module):
         bias = np.zeros((len(item_vectors), 1), dtype=np.float32)
         if self.item_bias is not None:
             if len(item_vectors) != self.config.n_items:
-                raise ValueError(f"{len(item_vectors)} item vectors for a model of {self.config.n_items} items")
+                raise ValueError(
+                    f"{len(item_vectors)} item vectors for a model of {self.config.n_items} items"
+                )
             bias = self.config.temperature * self.item_bias.weight.detach().numpy().astype(np.float32)
         return np.hstack([item_vectors.astype(np.float32), bias])
 

@@ -40,7 +40,11 @@ def epsilon(history: History, delta: float, accountant: str = "prv") -> float:
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest σ (Opacus' search, PRV) whose ε over `steps` is at most the target: never overshoots."""
     sigma = get_noise_multiplier(
-        target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="prv"
+        target_epsilon=target_epsilon,
+        target_delta=delta,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant="prv",
     )
     while epsilon([(sigma, sample_rate, steps)], delta) > target_epsilon:
         sigma *= 1.01

@@ -6,7 +6,7 @@ A folder holds, for one dataset `<name>` (tab-separated, UTF-8):
 - `<name>.item2index`    no header: ASIN -> integer item index (0..n-1) used by the .inter files
 - `<name>.user2index`    no header: user id -> integer user index used by the .inter files
 - `<name>.train.inter`   header `user_id:token  item_id_list:token_seq  item_id:token`: every prefix of each
-                         user's training part (history, space-separated, truncated to its last H items; target)
+                         user's training part (history space-separated, truncated to its last H items; target)
 - `<name>.valid.inter`   same header, one row per user: history, second-to-last item
 - `<name>.test.inter`    same header, one row per user: history (last H items), last item
 - `<name>.sequences.tsv` optional, header `user_asin  item_asins_chronological`: each user's full sequence
@@ -82,8 +82,9 @@ class _Tokens:
     max_history: int = 0
 
 
-def load_atomic(folder: str | Path, name: str | None = None,
-                quarantine_dir: str | Path | None = None) -> AtomicDataset:
+def load_atomic(
+    folder: str | Path, name: str | None = None, quarantine_dir: str | Path | None = None
+) -> AtomicDataset:
     """Load `<folder>/<name>.*` (name defaults to the one dataset stem found in the folder)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -135,30 +136,58 @@ def load_atomic(folder: str | Path, name: str | None = None,
             set_aside.append({"user_id": user, **problem, "interactions": count})
 
     users = sorted(kept)
-    data = UserData(users=users, train=[kept[u][:-2] for u in users], valid=[kept[u][-2] for u in users],
-                    test=[kept[u][-1] for u in users], too_short=[])
+    data = UserData(
+        users=users,
+        train=[kept[u][:-2] for u in users],
+        valid=[kept[u][-2] for u in users],
+        test=[kept[u][-1] for u in users],
+        too_short=[],
+    )
     events = _events(users, [kept[u] for u in users], catalogue["item_id"].to_numpy())
-    report = _report(name, catalogue, data, events, set_aside, interactions_read, len(user_ids), formats,
-                     unknown_item_rows, has_sequences, quarantine_dir)
+    report = _report(
+        name,
+        catalogue,
+        data,
+        events,
+        set_aside,
+        interactions_read,
+        len(user_ids),
+        formats,
+        unknown_item_rows,
+        has_sequences,
+        quarantine_dir,
+    )
     return AtomicDataset(name=name, catalogue=catalogue, users=data, events=events, report=report)
 
 
 def _dataset_name(folder: Path) -> str:
-    stems = {p.name[: -len(suffix)] for p in folder.iterdir()
-             for suffix in (*REQUIRED_SUFFIXES, SEQUENCES_SUFFIX) if p.name.endswith(suffix)}
+    stems = {
+        p.name[: -len(suffix)]
+        for p in folder.iterdir()
+        for suffix in (*REQUIRED_SUFFIXES, SEQUENCES_SUFFIX)
+        if p.name.endswith(suffix)
+    }
     stems.discard("")
     if len(stems) != 1:
         found = ", ".join(sorted(stems)) if stems else "none"
-        raise SchemaError(str(folder), f"expected the files of exactly one atomic dataset (found: {found}); "
-                                       "pass name=")
+        raise SchemaError(
+            str(folder), f"expected the files of exactly one atomic dataset (found: {found}); pass name="
+        )
     return stems.pop()
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...] | None, width: int | None = None) -> pd.DataFrame:
     """Every cell as stripped text; `columns` are required header names, or None for a headerless file."""
     try:
-        frame = pd.read_csv(path, sep="\t", header=0 if columns else None, dtype=str, keep_default_na=False,
-                            quoting=csv.QUOTE_NONE, encoding="utf-8")
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            header=0 if columns else None,
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            encoding="utf-8",
+        )
     except pd.errors.EmptyDataError:
         raise SchemaError(path.name, "file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -170,7 +199,9 @@ def _read_tsv(path: Path, columns: tuple[str, ...] | None, width: int | None = N
                 found = ", ".join(frame.columns)
                 raise SchemaError(path.name, f"missing header column (found: {found})", column=column)
     elif width is not None and frame.shape[1] != width:
-        raise SchemaError(path.name, f"expected {width} tab-separated fields per line, found {frame.shape[1]}")
+        raise SchemaError(
+            path.name, f"expected {width} tab-separated fields per line, found {frame.shape[1]}"
+        )
     return frame.fillna("").apply(lambda values: values.str.strip())
 
 
@@ -179,23 +210,30 @@ def _index_file(path: Path, dense: bool) -> list[str] | dict[int, str]:
     frame = _read_tsv(path, None, width=2)
     tokens, text = frame[0], frame[1]
     numbers = pd.to_numeric(text.where(text.str.fullmatch(r"\d+"), ""), errors="coerce")
-    for column, bad in (("token", tokens == ""), ("index", numbers.isna())):
+    for column, bad, message in (
+        ("token", tokens == "", "empty token"),
+        ("index", numbers.isna(), "not a non-negative integer index"),
+    ):
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SchemaError(path.name, f"{'empty' if column == 'token' else 'not an index'}: "
-                                         f"{frame.iat[row, 0 if column == 'token' else 1]!r}",
-                              row=row + 1, column=column)
+            value = frame.iat[row, 0 if column == "token" else 1]
+            raise SchemaError(path.name, f"{message}: {value!r}", row=row + 1, column=column)
     numbers = numbers.astype(np.int64)
     for column, values in (("token", tokens), ("index", numbers)):
         repeated = values.duplicated()
         if repeated.any():
             row = int(np.flatnonzero(repeated.to_numpy())[0])
-            raise SchemaError(path.name, f"duplicate {column} {values.iat[row]!r}", row=row + 1, column=column)
+            raise SchemaError(
+                path.name, f"duplicate {column} {values.iat[row]!r}", row=row + 1, column=column
+            )
     if not dense:
         return dict(zip(numbers.tolist(), tokens.tolist(), strict=True))
     if len(numbers) and (numbers.min() != 0 or numbers.max() != len(numbers) - 1):
-        raise SchemaError(path.name, f"item indices must be 0..{len(numbers) - 1}, found "
-                                     f"{numbers.min()}..{numbers.max()}", column="index")
+        raise SchemaError(
+            path.name,
+            f"item indices must be 0..{len(numbers) - 1}, found {numbers.min()}..{numbers.max()}",
+            column="index",
+        )
     ordered = [""] * len(numbers)
     for token, index in zip(tokens, numbers, strict=True):
         ordered[index] = token
@@ -206,24 +244,42 @@ def _catalogue(path: Path, asins: list[str]) -> pd.DataFrame:
     """The catalogue in item-index order; .text and .item2index must list exactly the same items."""
     frame = _read_tsv(path, TEXT_COLUMNS)
     items, texts = frame[TEXT_COLUMNS[0]], frame[TEXT_COLUMNS[1]]
-    for column, bad in ((TEXT_COLUMNS[0], items == ""), (TEXT_COLUMNS[1], texts == ""),
-                        (TEXT_COLUMNS[0], items.duplicated())):
+    for column, bad, message in (
+        (TEXT_COLUMNS[0], items == "", "empty item id"),
+        (TEXT_COLUMNS[1], texts == "", "empty text for item"),
+        (TEXT_COLUMNS[0], items.duplicated(), "duplicate item"),
+    ):
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            what = "duplicate item" if column == TEXT_COLUMNS[0] and items.iat[row] else "empty"
-            raise SchemaError(path.name, f"{what} {items.iat[row]!r}".strip(), row=row + 1, column=column)
+            message = f"{message} {items.iat[row]!r}" if items.iat[row] else message
+            raise SchemaError(path.name, message, row=row + 1, column=column)
     text_of = dict(zip(items, texts, strict=True))
     missing = [asin for asin in asins if asin not in text_of]
     if missing:
-        raise SchemaError(path.name, f"{len(missing)} item(s) of the item2index file have no text, e.g. "
-                                     f"{missing[:3]}", column=TEXT_COLUMNS[0])
+        raise SchemaError(
+            path.name,
+            f"{len(missing)} item(s) of the item2index file have no text, e.g. {missing[:3]}",
+            column=TEXT_COLUMNS[0],
+        )
     extra = sorted(set(text_of) - set(asins))
     if extra:
         row = int(np.flatnonzero(items.isin(extra).to_numpy())[0])
-        raise SchemaError(path.name, f"{len(extra)} item(s) not in the item2index file, e.g. {extra[:3]}",
-                          row=row + 1, column=TEXT_COLUMNS[0])
-    catalogue = pd.DataFrame({"item_id": asins, "title": [text_of[a] for a in asins], "brand": "",
-                              "category": "", "price": np.nan, "description": ""})
+        raise SchemaError(
+            path.name,
+            f"{len(extra)} item(s) not in the item2index file, e.g. {extra[:3]}",
+            row=row + 1,
+            column=TEXT_COLUMNS[0],
+        )
+    catalogue = pd.DataFrame(
+        {
+            "item_id": asins,
+            "title": [text_of[a] for a in asins],
+            "brand": "",
+            "category": "",
+            "price": np.nan,
+            "description": "",
+        }
+    )
     for column in ("item_id", "title", "brand", "category", "description"):
         catalogue[column] = catalogue[column].astype(str)
     catalogue["price"] = catalogue["price"].astype(float)
@@ -235,22 +291,23 @@ def _read_rows(path: Path, item_by: dict[str, dict[str, int]], user_by: dict[str
     is_sequences = path.name.endswith(SEQUENCES_SUFFIX)
     frame = _read_tsv(path, SEQUENCE_COLUMNS if is_sequences else INTER_COLUMNS)
     if is_sequences:
-        raw_users, lists, targets = frame[SEQUENCE_COLUMNS[0]], frame[SEQUENCE_COLUMNS[1]], None
+        (raw_users, lists), targets = (frame[c].tolist() for c in SEQUENCE_COLUMNS), None
     else:
-        raw_users, lists, targets = (frame[c] for c in INTER_COLUMNS)
-        empty = targets == ""
-        if empty.any():
-            raise SchemaError(path.name, "empty target", row=int(np.flatnonzero(empty.to_numpy())[0]) + 1,
-                              column=INTER_COLUMNS[2])
+        raw_users, lists, targets = (frame[c].tolist() for c in INTER_COLUMNS)
+        if "" in targets:
+            raise SchemaError(path.name, "empty target", row=targets.index("") + 1, column=INTER_COLUMNS[2])
     histories = [text.split() for text in lists]
-    all_items = [t for h in histories for t in h] + ([] if targets is None else targets.tolist())
-    tokens = _Tokens(items=_format(all_items, item_by), users=_format(raw_users.tolist(), user_by),
-                     max_history=max(map(len, histories), default=0))
+    all_items = [t for h in histories for t in h] + (targets or [])
+    tokens = _Tokens(
+        items=_format(all_items, item_by),
+        users=_format(raw_users, user_by),
+        max_history=max(map(len, histories), default=0),
+    )
     lookup, users = item_by[tokens.items], user_by[tokens.users]
     parsed = []
     for i, (raw_user, history) in enumerate(zip(raw_users, histories, strict=True)):
         if targets is not None:
-            history = [*history, targets.iat[i]]
+            history = [*history, targets[i]]
         indices = [lookup.get(t, _UNKNOWN) for t in history]
         unknown = [t for t, index in zip(history, indices, strict=True) if index == _UNKNOWN]
         if targets is None:
@@ -262,37 +319,54 @@ def _read_rows(path: Path, item_by: dict[str, dict[str, int]], user_by: dict[str
 
 
 def _format(tokens: list[str], by: dict[str, dict]) -> str:
-    """"index" or "asin": whichever reading resolves more of the tokens (index on a tie)."""
+    """Which reading, "index" or "asin", resolves more of the tokens (index on a tie)."""
     hits = {kind: sum(t in lookup for t in tokens) for kind, lookup in by.items()}
     return "asin" if hits["asin"] > hits["index"] else "index"
 
 
-def _assemble(user: str, parts: dict[str, list[_Row]], has_sequences: bool, max_history: dict[str, int],
-              unknown_users: dict[str, tuple[str, int, str]], name: str) -> tuple[list[int], dict | None]:
+def _assemble(
+    user: str,
+    parts: dict[str, list[_Row]],
+    has_sequences: bool,
+    max_history: dict[str, int],
+    unknown_users: dict[str, tuple[str, int, str]],
+    name: str,
+) -> tuple[list[int], dict | None]:
     """The user's full sequence, and why the user must be set aside (None if it need not)."""
     if user in unknown_users:
         file, row, raw = unknown_users[user]
-        return [], _problem("unknown_user", file, row, "user_id", f"user {raw!r} is not in {name}.user2index")
+        detail = f"user {raw!r} is not in {name}.user2index"
+        column = SEQUENCE_COLUMNS[0] if file.endswith(SEQUENCES_SUFFIX) else INTER_COLUMNS[0]
+        return [], _problem("unknown_user", file, row, column, detail)
     for part in ("sequence", "train", "valid", "test"):
         for r in parts.get(part, []):
             if r.unknown:
-                column = SEQUENCE_COLUMNS[1] if part == "sequence" else "item_id"
-                return [], _problem("unknown_item", r.file, r.row, column,
-                                    f"item(s) {r.unknown[:3]} not in {name}.item2index/{name}.text")
+                column = INTER_COLUMNS[1] if _UNKNOWN in r.history else INTER_COLUMNS[2]
+                column = SEQUENCE_COLUMNS[1] if part == "sequence" else column
+                return [], _problem(
+                    "unknown_item",
+                    r.file,
+                    r.row,
+                    column,
+                    f"item(s) {r.unknown[:3]} not in {name}.item2index/{name}.text",
+                )
     for part in ("valid", "test"):
         found = parts.get(part, [])
         if not found:
             return [], _problem("missing_split", f"{name}.{part}.inter", None, None, f"no {part} row")
         if len(found) > 1:
-            return [], _problem("inconsistent_split", found[1].file, found[1].row, None,
-                                f"{len(found)} {part} rows")
+            return [], _problem(
+                "inconsistent_split", found[1].file, found[1].row, None, f"{len(found)} {part} rows"
+            )
     valid, test = parts["valid"][0], parts["test"][0]
     train_rows = parts.get("train", [])
     if has_sequences:
         found = parts.get("sequence", [])
         if len(found) != 1:
             where = (found[1].file, found[1].row) if found else (f"{name}{SEQUENCES_SUFFIX}", None)
-            return [], _problem("inconsistent_split", *where, None, f"{len(found)} rows in the sequences file")
+            return [], _problem(
+                "inconsistent_split", *where, None, f"{len(found)} rows in the sequences file"
+            )
         sequence = list(found[0].history)
     else:
         sequence = _chain(train_rows, max_history["train"]) or list(valid.history)
@@ -314,31 +388,52 @@ def _chain(rows: list[_Row], window: int) -> list[int]:
     return sequence
 
 
-def _check(sequence: list[int], valid: _Row, test: _Row, train_rows: list[_Row],
-           max_history: dict[str, int]) -> dict | None:
+def _check(
+    sequence: list[int], valid: _Row, test: _Row, train_rows: list[_Row], max_history: dict[str, int]
+) -> dict | None:
     """The first way the rows disagree with `sequence` (valid/test = its last two items), or None."""
     if len(sequence) < 3:
-        return _problem("inconsistent_split", valid.file, valid.row, None,
-                        f"sequence of {len(sequence)} item(s); train, valid and test need 3")
+        return _problem(
+            "inconsistent_split",
+            valid.file,
+            valid.row,
+            None,
+            f"sequence of {len(sequence)} item(s); train, valid and test need 3",
+        )
     for r, target, before in ((valid, sequence[-2], sequence[:-2]), (test, sequence[-1], sequence[:-1])):
         part = "valid" if r is valid else "test"
         if r.target != target:
-            return _problem("inconsistent_split", r.file, r.row, "item_id",
-                            f"{part} target is not item {len(sequence) - (2 if r is valid else 1)} "
-                            f"of the user's sequence")
-        if r.history != tuple(before[-max_history[part]:]):
-            return _problem("inconsistent_split", r.file, r.row, "item_id_list",
-                            f"{part} history is not the end of the sequence before its target")
+            return _problem(
+                "inconsistent_split",
+                r.file,
+                r.row,
+                INTER_COLUMNS[2],
+                f"{part} target is not the {'second-to-' if r is valid else ''}last item of the "
+                "user's sequence",
+            )
+        if r.history != tuple(before[-max_history[part] :]):
+            return _problem(
+                "inconsistent_split",
+                r.file,
+                r.row,
+                INTER_COLUMNS[1],
+                f"{part} history is not the end of the sequence before its target",
+            )
     train = sequence[:-2]
     window = max_history["train"]
-    expected = sorted((tuple(train[max(0, k - window):k]), train[k]) for k in range(1, len(train)))
+    expected = sorted((tuple(train[max(0, k - window) : k]), train[k]) for k in range(1, len(train)))
     found = sorted((r.history, r.target) for r in train_rows)
     if found != expected:
         where = train_rows[0] if train_rows else valid
         file = where.file if train_rows else where.file.replace(".valid.inter", ".train.inter")
-        return _problem("inconsistent_split", file, where.row if train_rows else None, None,
-                        f"{len(found)} training prefix row(s) do not match the {len(expected)} expected "
-                        f"from the training part ({len(train)} items)")
+        return _problem(
+            "inconsistent_split",
+            file,
+            where.row if train_rows else None,
+            None,
+            f"{len(found)} training prefix row(s) do not match the {len(expected)} expected "
+            f"from the training part ({len(train)} items)",
+        )
     return None
 
 
@@ -361,24 +456,40 @@ def _interaction_count(parts: dict[str, list[_Row]], sequence: list[int], has_se
 
 def _events(users: list[str], sequences: list[list[int]], asins: np.ndarray) -> pd.DataFrame:
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if sequences else np.array(
-        [], dtype=np.int64)
+    items = (
+        np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
+        if sequences
+        else np.array([], dtype=np.int64)
+    )
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     positions = np.arange(len(items), dtype=np.int64) - starts
-    events = pd.DataFrame({
-        "user_id": np.repeat(np.array(users, dtype=object), lengths).astype(str),
-        "item_id": asins[items].astype(str) if len(items) else np.array([], dtype=str),
-        "event": "purchase",
-        "timestamp": pd.to_datetime(positions, unit="s", utc=True).astype("datetime64[ns, UTC]"),
-        "query": "",
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": np.repeat(np.array(users, dtype=object), lengths).astype(str),
+            "item_id": asins[items].astype(str) if len(items) else np.array([], dtype=str),
+            "event": "purchase",
+            "timestamp": pd.to_datetime(positions, unit="s", utc=True).astype("datetime64[ns, UTC]"),
+            "query": "",
+        }
+    )
     for column in ("user_id", "item_id", "event", "query"):
         events[column] = events[column].astype(str)
     return events[list(EVENTS_COLUMNS)]
 
 
-def _report(name, catalogue, data: UserData, events, set_aside, interactions_read, users_listed, formats,
-            unknown_item_rows, has_sequences, quarantine_dir) -> dict:
+def _report(
+    name,
+    catalogue,
+    data: UserData,
+    events,
+    set_aside,
+    interactions_read,
+    users_listed,
+    formats,
+    unknown_item_rows,
+    has_sequences,
+    quarantine_dir,
+) -> dict:
     reasons = {reason: sum(e["reason"] == reason for e in set_aside) for reason in SET_ASIDE_REASONS}
     interactions_set_aside = sum(e["interactions"] for e in set_aside)
     report = {
@@ -402,7 +513,8 @@ def _report(name, catalogue, data: UserData, events, set_aside, interactions_rea
         "data_notes": _data_notes(data),
     }
     if report["users_read"] != report["users"] + report["users_set_aside"] or (
-            interactions_read != report["interactions"] + interactions_set_aside):
+        interactions_read != report["interactions"] + interactions_set_aside
+    ):
         raise AssertionError(f"{name}: users or interactions do not reconcile: {report}")
     return report
 
@@ -416,8 +528,9 @@ def _data_notes(data: UserData) -> dict:
         "repeated_interactions": sum(repeats),
         # Under fedrec's protocol (history excluded from the ranking) these targets can never be hit.
         "valid_target_in_history": sum(v in set(t) for t, v in zip(data.train, data.valid, strict=True)),
-        "test_target_in_history": sum(s in set(t) or s == v
-                                      for t, v, s in zip(data.train, data.valid, data.test, strict=True)),
+        "test_target_in_history": sum(
+            s in set(t) or s == v for t, v, s in zip(data.train, data.valid, data.test, strict=True)
+        ),
     }
 
 

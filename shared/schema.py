@@ -177,8 +177,9 @@ def item_texts(catalogue: pd.DataFrame) -> list[str]:
 def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str) -> None:
     for column in required:
         if column not in frame.columns:
-            raise SchemaError(file, f"missing required column (found: {', '.join(map(str, frame.columns))})",
-                              column=column)
+            raise SchemaError(
+                file, f"missing required column (found: {', '.join(map(str, frame.columns))})", column=column
+            )
 
 
 def _text(values: pd.Series) -> pd.Series:

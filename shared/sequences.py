@@ -50,8 +50,9 @@ def leave_one_out(
     in the second element.
     """
     if min_len < 3:
-        raise ValueError(f"min_len must be at least 3 (train, valid and test each need an item), "
-                         f"got {min_len}")
+        raise ValueError(
+            f"min_len must be at least 3 (train, valid and test each need an item), got {min_len}"
+        )
     splits: dict[str, UserSplit] = {}
     too_short: list[str] = []
     for user in sorted(sequences):

@@ -35,14 +35,16 @@ def partition_users(
     users = sorted(events["user_id"].astype(str).unique())
     if scheme == "user":
         if num_clients not in (0, len(users)):
-            raise ValueError(f"scheme 'user' needs num_clients == number of users ({len(users)}) or 0, "
-                             f"got {num_clients}")
+            raise ValueError(
+                f"scheme 'user' needs num_clients == number of users ({len(users)}) or 0, got {num_clients}"
+            )
         return [[user] for user in users]
     if num_clients < 1:
         raise ValueError(f"num_clients must be at least 1, got {num_clients}")
     if num_clients > len(users):
-        raise ValueError(f"cannot give each of {num_clients} clients a user: "
-                         f"there are only {len(users)} users")
+        raise ValueError(
+            f"cannot give each of {num_clients} clients a user: there are only {len(users)} users"
+        )
 
     rng = np.random.default_rng(seed)
     if scheme == "iid":
@@ -58,10 +60,12 @@ def partition_users(
 def dominant_categories(events: pd.DataFrame, catalogue: pd.DataFrame) -> dict[str, str]:
     """Each user's most frequent category over all their events (ties: alphabetically first)."""
     category = dict(zip(catalogue["item_id"].astype(str), catalogue["category"].astype(str), strict=True))
-    frame = pd.DataFrame({
-        "user_id": events["user_id"].astype(str),
-        "category": events["item_id"].astype(str).map(category).fillna(""),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": events["user_id"].astype(str),
+            "category": events["item_id"].astype(str).map(category).fillna(""),
+        }
+    )
     counts = frame.groupby(["user_id", "category"]).size().reset_index(name="n")
     counts = counts.sort_values(["user_id", "n", "category"], ascending=[True, False, True], kind="stable")
     top = counts.drop_duplicates("user_id")

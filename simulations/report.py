@@ -22,8 +22,11 @@ def print_summary(summary: dict, out: Path) -> None:
         print(f"{name:34s} {recall:9.4f} {ndcg:9.4f}")
     if summary["private"]:
         eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
-        print(f"privacy: user-level (ε, δ={summary['delta']:g})-DP per client, PRV accountant, composed over all "
-              f"rounds: {eps}")
+        print(
+            f"privacy: user-level (ε, δ={summary['delta']:g})-DP per client, PRV accountant, composed over "
+            "all "
+            f"rounds: {eps}"
+        )
     else:
         print("privacy: NONE — this run was NON-PRIVATE (no DP-SGD); no ε applies")
     print(f"published index: {summary['artifact']}")
@@ -38,7 +41,9 @@ def print_demo(summary: dict, n_users: int = 3, k: int = 5) -> None:
     device = Device(summary["artifact"])
     data = summary["data"]
     catalogue = load_catalogue(data["catalogue"])
-    events, _ = load_events(Path(summary["config"]["central-eval"]), catalogue, Path(summary["config"]["run-dir"]) / "quarantine")
+    events, _ = load_events(
+        Path(summary["config"]["central-eval"]), catalogue, Path(summary["config"]["run-dir"]) / "quarantine"
+    )
     index = {item: i for i, item in enumerate(catalogue["item_id"])}
     users = user_data(events, index)
     titles = pd.Series(catalogue["title"].values, index=catalogue["item_id"])

@@ -66,10 +66,18 @@ def simulate(
     item_index = {item: i for i, item in enumerate(cat["item_id"])}
     users = user_data(log, item_index)
     if users.too_short:
-        print(f"data: {len(users.too_short)} users have fewer than 3 interactions and are not evaluated", flush=True)
+        print(
+            f"data: {len(users.too_short)} users have fewer than 3 interactions and are not evaluated",
+            flush=True,
+        )
 
     cfg = RunConfig.from_flower(
-        {**(overrides or {}), "run-dir": str(out), "catalogue": str(catalogue_path), "central-eval": str(events_path)}
+        {
+            **(overrides or {}),
+            "run-dir": str(out),
+            "catalogue": str(catalogue_path),
+            "central-eval": str(events_path),
+        }
     )
     parts = partition_users(log, cat, num_clients, partition, alpha, seed=cfg.seed)
     write_partitions(log, parts, out / "partitions")
@@ -101,9 +109,15 @@ def simulate(
         "privacy_unit": "user",
         "accountant": "prv",
         "artifact": server["artifact"],
-        "data": {"catalogue": str(catalogue_path), "events": report.to_dict(), "users": len(users.users),
-                 "users_too_short": len(users.too_short), "partition": partition, "alpha": alpha,
-                 "users_per_client": [len(p) for p in parts]},
+        "data": {
+            "catalogue": str(catalogue_path),
+            "events": report.to_dict(),
+            "users": len(users.users),
+            "users_too_short": len(users.too_short),
+            "partition": partition,
+            "alpha": alpha,
+            "users_per_client": [len(p) for p in parts],
+        },
         "config": cfg.to_flower() | {"num-clients": num_clients},
         "wall_time_s": round(time.time() - started, 1),
         "peak_rss_mb_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -129,7 +143,10 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
         num_supernodes=num_clients,
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": max(1, min(num_clients, os.cpu_count() or 1)), "include_dashboard": False},
+            "init_args": {
+                "num_cpus": max(1, min(num_clients, os.cpu_count() or 1)),
+                "include_dashboard": False,
+            },
         },
     )
     if not (Path(cfg.run_dir) / "server.json").exists():

@@ -22,8 +22,13 @@ from shared.encoder import WEIGHTS_SHA256
 from shared.model import ModelConfig, Recommender
 
 N_ITEMS, DIM = 60, 384
-INFO = {"private": True, "epsilon_per_client": {"shop-0": 2.5, "shop-1": 3.1}, "delta": 1e-5,
-        "accountant": "prv", "unit": "user"}
+INFO = {
+    "private": True,
+    "epsilon_per_client": {"shop-0": 2.5, "shop-1": 3.1},
+    "delta": 1e-5,
+    "accountant": "prv",
+    "unit": "user",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +46,24 @@ def inputs(state) -> dict:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors = np.hstack([vectors, rng.normal(0, 0.1, (N_ITEMS, 1)).astype(np.float32)])  # [v, τ·b] rows
     ids = [f"item-{i:03d}" for i in range(N_ITEMS)]
-    items = pd.DataFrame({
-        "item_id": ids,
-        "title": [f"Product {i}" for i in range(N_ITEMS)],
-        "brand": [f"Brand {i % 5}" for i in range(N_ITEMS)],
-        "category": ["Camping" if i % 2 else "Kitchen" for i in range(N_ITEMS)],
-        "price": [float("nan") if i == 7 else 10.0 + i for i in range(N_ITEMS)],
-        "description": ["not published"] * N_ITEMS,
-    })
-    return {"item_ids": ids, "item_vectors": vectors, "items": items, "trainable_state": state,
-            "model_config": ModelConfig().to_dict(), "info": INFO}
+    items = pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": [f"Product {i}" for i in range(N_ITEMS)],
+            "brand": [f"Brand {i % 5}" for i in range(N_ITEMS)],
+            "category": ["Camping" if i % 2 else "Kitchen" for i in range(N_ITEMS)],
+            "price": [float("nan") if i == 7 else 10.0 + i for i in range(N_ITEMS)],
+            "description": ["not published"] * N_ITEMS,
+        }
+    )
+    return {
+        "item_ids": ids,
+        "item_vectors": vectors,
+        "items": items,
+        "trainable_state": state,
+        "model_config": ModelConfig().to_dict(),
+        "info": INFO,
+    }
 
 
 def flip_byte(path, offset: int | None = None) -> None:
@@ -75,14 +88,22 @@ def test_round_trip(tmp_path, inputs):
         assert torch.equal(art.trainable_state[name], tensor), name
     assert art.model_config == inputs["model_config"]
     assert ModelConfig.from_dict(art.model_config) == ModelConfig()
-    assert art.encoder == {"name": "all-MiniLM-L6-v2", "weights_sha256": WEIGHTS_SHA256,
-                           "pooling": "mean", "normalize": True}
+    assert art.encoder == {
+        "name": "all-MiniLM-L6-v2",
+        "weights_sha256": WEIGHTS_SHA256,
+        "pooling": "mean",
+        "normalize": True,
+    }
 
     m = art.manifest
     assert m["format_version"] == FORMAT_VERSION and m["round"] == 3 and m["created_by"] == "fedrec"
     assert m["version"].startswith("r0003-") and len(m["version"]) == len("r0003-") + 12
     assert (m["dimension"], m["metric"], m["index_type"], m["n_items"]) == (
-        DIM, "inner_product", "IndexFlatIP", N_ITEMS)
+        DIM + 1,
+        "inner_product",
+        "IndexFlatIP",
+        N_ITEMS,
+    )
     assert m["info"] == INFO
     assert set(m["libraries"]) == {"fedrec", "torch", "transformers", "peft", "faiss", "flwr"}
     assert m["libraries"]["faiss"] == faiss.__version__

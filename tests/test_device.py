@@ -13,41 +13,102 @@ from shared.model import ModelConfig, Recommender
 from shared.schema import item_texts
 
 ITEMS = {  # category -> (brand, titles)
-    "Camping > Tents": ("TrailPeak", [
-        "2-person backpacking tent", "4-person family dome tent", "ultralight 1-person trekking tent",
-        "waterproof 3-season camping tent", "instant pop-up tent", "6-person cabin tent with porch",
-        "tunnel tent for windy campsites", "bikepacking tent, freestanding",
-    ]),
-    "Camping > Sleeping Bags": ("TrailPeak", [
-        "down mummy sleeping bag, -5C", "synthetic rectangular sleeping bag", "kids camping sleeping bag",
-        "summer sleeping bag liner", "double sleeping bag for couples",
-    ]),
-    "Camping > Gear": ("NorthCamp", [
-        "self-inflating sleeping pad", "camping stove with gas canister", "LED camping lantern",
-        "rechargeable headlamp", "folding camp chair", "tent footprint groundsheet", "tent stakes, aluminium",
-        "tarp shelter with guy lines", "camping cookware mess kit", "water filter for hiking",
-    ]),
-    "Hiking > Backpacks": ("NorthCamp", [
-        "65L trekking backpack", "40L hiking daypack", "hydration pack 2L", "rain cover for backpack",
-    ]),
-    "Kitchen > Coffee": ("BaristaPro", [
-        "burr coffee grinder for espresso", "manual hand coffee grinder",
-        "espresso machine with milk frother", "pour-over coffee dripper", "french press coffee maker",
-        "moka pot stovetop espresso maker", "coffee scale with timer",
-        "gooseneck kettle for pour-over coffee",
-    ]),
-    "Kitchen > Cookware": ("HomeChef", [
-        "non-stick frying pan 28cm", "cast iron skillet", "stainless steel saucepan set", "dutch oven 5L",
-        "wok with lid", "baking tray set", "pressure cooker 6L",
-    ]),
-    "Kitchen > Knives": ("HomeChef", [
-        "chef's knife 20cm", "santoku knife", "bread knife", "knife sharpening whetstone", "paring knife set",
-        "magnetic knife strip",
-    ]),
-    "Kitchen > Appliances": ("HomeChef", [
-        "countertop blender", "electric kettle 1.7L", "toaster 2-slice", "stand mixer", "air fryer 5L",
-        "rice cooker", "slow cooker", "food processor",
-    ]),
+    "Camping > Tents": (
+        "TrailPeak",
+        [
+            "2-person backpacking tent",
+            "4-person family dome tent",
+            "ultralight 1-person trekking tent",
+            "waterproof 3-season camping tent",
+            "instant pop-up tent",
+            "6-person cabin tent with porch",
+            "tunnel tent for windy campsites",
+            "bikepacking tent, freestanding",
+        ],
+    ),
+    "Camping > Sleeping Bags": (
+        "TrailPeak",
+        [
+            "down mummy sleeping bag, -5C",
+            "synthetic rectangular sleeping bag",
+            "kids camping sleeping bag",
+            "summer sleeping bag liner",
+            "double sleeping bag for couples",
+        ],
+    ),
+    "Camping > Gear": (
+        "NorthCamp",
+        [
+            "self-inflating sleeping pad",
+            "camping stove with gas canister",
+            "LED camping lantern",
+            "rechargeable headlamp",
+            "folding camp chair",
+            "tent footprint groundsheet",
+            "tent stakes, aluminium",
+            "tarp shelter with guy lines",
+            "camping cookware mess kit",
+            "water filter for hiking",
+        ],
+    ),
+    "Hiking > Backpacks": (
+        "NorthCamp",
+        [
+            "65L trekking backpack",
+            "40L hiking daypack",
+            "hydration pack 2L",
+            "rain cover for backpack",
+        ],
+    ),
+    "Kitchen > Coffee": (
+        "BaristaPro",
+        [
+            "burr coffee grinder for espresso",
+            "manual hand coffee grinder",
+            "espresso machine with milk frother",
+            "pour-over coffee dripper",
+            "french press coffee maker",
+            "moka pot stovetop espresso maker",
+            "coffee scale with timer",
+            "gooseneck kettle for pour-over coffee",
+        ],
+    ),
+    "Kitchen > Cookware": (
+        "HomeChef",
+        [
+            "non-stick frying pan 28cm",
+            "cast iron skillet",
+            "stainless steel saucepan set",
+            "dutch oven 5L",
+            "wok with lid",
+            "baking tray set",
+            "pressure cooker 6L",
+        ],
+    ),
+    "Kitchen > Knives": (
+        "HomeChef",
+        [
+            "chef's knife 20cm",
+            "santoku knife",
+            "bread knife",
+            "knife sharpening whetstone",
+            "paring knife set",
+            "magnetic knife strip",
+        ],
+    ),
+    "Kitchen > Appliances": (
+        "HomeChef",
+        [
+            "countertop blender",
+            "electric kettle 1.7L",
+            "toaster 2-slice",
+            "stand mixer",
+            "air fryer 5L",
+            "rice cooker",
+            "slow cooker",
+            "food processor",
+        ],
+    ),
 }
 TENTS = ["i000", "i001", "i002", "i003"]
 
@@ -55,14 +116,16 @@ TENTS = ["i000", "i001", "i002", "i003"]
 @pytest.fixture(scope="module")
 def catalogue() -> pd.DataFrame:
     rows = [(category, brand, title) for category, (brand, titles) in ITEMS.items() for title in titles]
-    return pd.DataFrame({
-        "item_id": [f"i{i:03d}" for i in range(len(rows))],
-        "title": [title for _, _, title in rows],
-        "brand": [brand for _, brand, _ in rows],
-        "category": [category for category, _, _ in rows],
-        "price": [float(19 + 7 * i % 300) for i in range(len(rows))],
-        "description": "",
-    })
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{i:03d}" for i in range(len(rows))],
+            "title": [title for _, _, title in rows],
+            "brand": [brand for _, brand, _ in rows],
+            "category": [category for category, _, _ in rows],
+            "price": [float(19 + 7 * i % 300) for i in range(len(rows))],
+            "description": "",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +133,23 @@ def published(tmp_path_factory, catalogue):
     """A server-side model with a non-trivial adapter, publishing item vectors it computed itself."""
     model = Recommender(ModelConfig())
     generator = torch.Generator().manual_seed(0)
-    state = {name: t + 0.02 * torch.randn(t.shape, generator=generator) if "lora_B" in name else t
-             for name, t in model.trainable_state().items()}
+    state = {
+        name: t + 0.02 * torch.randn(t.shape, generator=generator) if "lora_B" in name else t
+        for name, t in model.trainable_state().items()
+    }
     model.load_trainable_state(state)
     model.eval()
     root = tmp_path_factory.mktemp("artifacts")
-    write_artifact(root, round=1, item_ids=catalogue["item_id"].tolist(),
-                   item_vectors=model.item_rows(model.encode_texts(item_texts(catalogue))), items=catalogue,
-                   trainable_state=state, model_config=model.config.to_dict(), info={"private": False})
+    write_artifact(
+        root,
+        round=1,
+        item_ids=catalogue["item_id"].tolist(),
+        item_vectors=model.item_rows(model.encode_texts(item_texts(catalogue))),
+        items=catalogue,
+        trainable_state=state,
+        model_config=model.config.to_dict(),
+        info={"private": False},
+    )
     return root
 
 

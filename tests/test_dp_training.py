@@ -66,7 +66,10 @@ def test_dp_step_moves_lora_along_clipped_mean_gradient(tiny_model, tiny_catalog
     norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in grads.values()))
     factor = (clip / (norms + 1e-6)).clamp(max=1.0)
     assert (norms > clip).any(), "the test must exercise clipping"
-    expected = {n.removeprefix("_module."): torch.einsum("i,i...->...", factor, g) / len(norms) for n, g in grads.items()}
+    expected = {
+        n.removeprefix("_module."): torch.einsum("i,i...->...", factor, g) / len(norms)
+        for n, g in grads.items()
+    }
 
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -74,7 +77,11 @@ def test_dp_step_moves_lora_along_clipped_mean_gradient(tiny_model, tiny_catalog
     loader = DataLoader(list(zip(*batch, strict=True)), batch_size=4)
     engine = PrivacyEngine()
     net, optimizer, _ = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=0.0, max_grad_norm=clip,
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
         poisson_sampling=False,
     )
     optimizer.expected_batch_size = 4
@@ -93,7 +100,9 @@ def test_dp_step_moves_lora_along_clipped_mean_gradient(tiny_model, tiny_catalog
 def test_round_history_and_epsilon_compose(tiny_model, tiny_catalogue, histories):
     vectors, tokens = tiny_catalogue
     model = copy.deepcopy(tiny_model)
-    settings = TrainSettings(batch_size=6, local_steps=3, num_negatives=1, hard_negatives=1, noise_multiplier=1.1)
+    settings = TrainSettings(
+        batch_size=6, local_steps=3, num_negatives=1, hard_negatives=1, noise_multiplier=1.1
+    )
     first = train_round(model, histories, vectors, tokens, settings, round_seed=1)
     second = train_round(model, histories, vectors, tokens, settings, round_seed=2)
     q = 6 / len(histories)
@@ -107,8 +116,14 @@ def test_round_history_and_epsilon_compose(tiny_model, tiny_catalogue, histories
 def test_non_private_round_has_no_privacy_history(tiny_model, tiny_catalogue, histories):
     vectors, tokens = tiny_catalogue
     model = copy.deepcopy(tiny_model)
-    result = train_round(model, histories, vectors, tokens, TrainSettings(private=False, batch_size=6, local_steps=2,
-                                                                           num_negatives=1, hard_negatives=1), 3)
+    result = train_round(
+        model,
+        histories,
+        vectors,
+        tokens,
+        TrainSettings(private=False, batch_size=6, local_steps=2, num_negatives=1, hard_negatives=1),
+        3,
+    )
     assert result.history == [] and result.steps == 2
 
 

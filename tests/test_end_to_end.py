@@ -30,8 +30,13 @@ def run(tmp_path_factory):
         num_clients=2,
         catalogue=str(catalogue),
         events=str(events),
-        overrides={"num-server-rounds": 3, "local-steps": 2, "batch-size": 8, "noise-multiplier": 1.2,
-                   "epsilon-cap": cap},
+        overrides={
+            "num-server-rounds": 3,
+            "local-steps": 2,
+            "batch-size": 8,
+            "noise-multiplier": 1.2,
+            "epsilon-cap": cap,
+        },
     )
     return root / "run", summary
 

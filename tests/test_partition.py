@@ -53,8 +53,12 @@ def test_same_seed_same_partition_other_seed_different(shop, scheme):
 def test_small_alpha_dirichlet_is_more_skewed_than_iid(shop):
     dominant = dominant_categories(*shop)
     iid = np.mean([concentration(partition_users(*shop, 10, "iid", seed=s), dominant) for s in range(3)])
-    skewed = np.mean([concentration(partition_users(*shop, 10, "dirichlet", alpha=0.05, seed=s), dominant)
-                      for s in range(3)])
+    skewed = np.mean(
+        [
+            concentration(partition_users(*shop, 10, "dirichlet", alpha=0.05, seed=s), dominant)
+            for s in range(3)
+        ]
+    )
     assert skewed > iid + 0.15
 
 

@@ -117,19 +117,37 @@ def test_bad_rows_are_quarantined_with_reason_and_counted(tmp_path, catalogue):
     assert (report.read, report.kept, report.quarantined) == (10, 4, 6)
     assert report.read == report.kept + report.quarantined == len(events) + report.quarantined
     assert report.reasons == {
-        "missing_user": 1, "unknown_item": 1, "unknown_event": 1,
-        "bad_timestamp": 1, "missing_query": 1, "duplicate": 1,
+        "missing_user": 1,
+        "unknown_item": 1,
+        "unknown_event": 1,
+        "bad_timestamp": 1,
+        "missing_query": 1,
+        "duplicate": 1,
     }
     assert report.file == "events.csv"
     assert report.quarantine_file == str(tmp_path / "q" / "events.quarantine.csv")
     assert report.to_dict()["reasons"]["duplicate"] == 1
 
     quarantined = pd.read_csv(report.quarantine_file, dtype=str, keep_default_na=False)
-    assert list(quarantined.columns) == ["user_id", "item_id", "event", "timestamp", "query",
-                                         "row", "reason", "column"]
+    assert list(quarantined.columns) == [
+        "user_id",
+        "item_id",
+        "event",
+        "timestamp",
+        "query",
+        "row",
+        "reason",
+        "column",
+    ]
     assert list(quarantined["row"]) == ["2", "3", "4", "5", "6", "7"]
-    assert list(quarantined["reason"]) == ["missing_user", "unknown_item", "unknown_event",
-                                           "bad_timestamp", "missing_query", "duplicate"]
+    assert list(quarantined["reason"]) == [
+        "missing_user",
+        "unknown_item",
+        "unknown_event",
+        "bad_timestamp",
+        "missing_query",
+        "duplicate",
+    ]
     assert list(quarantined["column"]) == ["user_id", "item_id", "event", "timestamp", "query", ""]
     assert quarantined.loc[3, "timestamp"] == "yesterday"  # original values are kept as read
 
@@ -140,8 +158,12 @@ def test_kept_events_are_typed_and_sorted_by_user_then_time(tmp_path, catalogue)
     assert str(events["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert list(events["user_id"]) == ["u0", "u1", "u1", "u2"]
     assert list(events["event"]) == ["purchase", "view", "click", "search"]
-    expected = ["2026-01-01T07:00:00+00:00", "2026-01-01T10:00:00+00:00",
-                "2026-01-01T10:06:40.500000+00:00", "2026-01-01T10:00:00+00:00"]
+    expected = [
+        "2026-01-01T07:00:00+00:00",
+        "2026-01-01T10:00:00+00:00",
+        "2026-01-01T10:06:40.500000+00:00",
+        "2026-01-01T10:00:00+00:00",
+    ]
     assert [t.isoformat() for t in events["timestamp"]] == expected
     assert list(events["query"]) == ["", "", "", "warm sleeping bag"]
 
@@ -190,8 +212,14 @@ def test_csv_and_parquet_give_the_same_frames(tmp_path):
 
 
 def test_parquet_datetime_column_is_accepted(tmp_path, catalogue):
-    frame = pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event": ["view"],
-                          "timestamp": pd.to_datetime(["2026-01-01T10:00:00"])})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1"],
+            "item_id": ["i1"],
+            "event": ["view"],
+            "timestamp": pd.to_datetime(["2026-01-01T10:00:00"]),
+        }
+    )
     frame.to_parquet(tmp_path / "events.parquet")
     events, report = load_events(tmp_path / "events.parquet", catalogue, tmp_path / "q")
     assert report.kept == 1

@@ -16,16 +16,18 @@ def make_events(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
 
 
 # Deliberately out of time order: the functions must order by timestamp themselves.
-EVENTS = make_events([
-    ("b", "i2", "click", "2026-01-01T10:03:00"),
-    ("b", "i1", "view", "2026-01-01T10:01:00"),
-    ("b", "i0", "view", "2026-01-01T10:00:00"),
-    ("b", "i1", "search", "2026-01-01T10:02:00"),
-    ("b", "i2", "purchase", "2026-01-01T10:04:00"),
-    ("b", "i1", "click", "2026-01-01T10:05:00"),
-    ("b", "i3", "add_to_cart", "2026-01-01T10:06:00"),
-    ("a", "i3", "view", "2026-01-01T09:00:00"),
-])
+EVENTS = make_events(
+    [
+        ("b", "i2", "click", "2026-01-01T10:03:00"),
+        ("b", "i1", "view", "2026-01-01T10:01:00"),
+        ("b", "i0", "view", "2026-01-01T10:00:00"),
+        ("b", "i1", "search", "2026-01-01T10:02:00"),
+        ("b", "i2", "purchase", "2026-01-01T10:04:00"),
+        ("b", "i1", "click", "2026-01-01T10:05:00"),
+        ("b", "i3", "add_to_cart", "2026-01-01T10:06:00"),
+        ("a", "i3", "view", "2026-01-01T09:00:00"),
+    ]
+)
 
 
 def test_views_are_not_engagement():

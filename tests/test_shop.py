@@ -40,8 +40,8 @@ def test_default_sizes_and_columns(shop):
     assert list(catalogue.columns) == list(CATALOGUE_COLUMNS)
     assert list(events.columns) == list(EVENTS_COLUMNS)
     assert len(catalogue) == 2400 and catalogue["item_id"].is_unique
-    assert events["user_id"].nunique() == 1200
-    assert 20_000 <= len(events) <= 40_000
+    assert events["user_id"].nunique() == 6000
+    assert 100_000 <= len(events) <= 200_000
     assert set(events["event"]) == set(EVENT_TYPES)
     assert catalogue["category"].nunique() == len(CATEGORIES) == 25
     assert len({cat.department for cat in CATEGORIES}) == 5
@@ -50,8 +50,10 @@ def test_default_sizes_and_columns(shop):
 def test_catalogue_looks_like_a_shop(shop):
     catalogue, _ = shop
     assert catalogue["title"].nunique() > 0.9 * len(catalogue)  # varied, with rare duplicates
-    assert all(title.startswith(brand + " ") for title, brand in zip(catalogue["title"], catalogue["brand"],
-                                                                      strict=True))
+    assert all(
+        title.startswith(brand + " ")
+        for title, brand in zip(catalogue["title"], catalogue["brand"], strict=True)
+    )
     assert (catalogue["price"] > 0).all()
     assert np.allclose(catalogue["price"] * 100, (catalogue["price"] * 100).round())
     assert (catalogue["description"].str.len() > 20).all()
@@ -85,8 +87,10 @@ def test_search_events_carry_a_query_for_the_clicked_item(shop):
     catalogue, events = shop
     searches = events[events["event"] == "search"].merge(catalogue[["item_id", "category"]], on="item_id")
     nouns = {cat.name: cat.query_noun for cat in CATEGORIES}
-    assert all(nouns[category] in query for query, category in zip(searches["query"], searches["category"],
-                                                                    strict=True))
+    assert all(
+        nouns[category] in query
+        for query, category in zip(searches["query"], searches["category"], strict=True)
+    )
     assert (searches["query"] == searches["query"].str.lower()).all()
     assert searches["query"].nunique() > 100
     assert (events.loc[events["event"] != "search", "query"] == "").all()

@@ -13,7 +13,6 @@ from flwr.supercore.task_identity import TaskIdentity
 from server.strategy import AdapterFedAvg
 
 
-
 @pytest.fixture(autouse=True)
 def task_identity():
     """Messages are made inside a Flower task; outside one, give the process a task identity."""
@@ -32,7 +31,9 @@ def _reply(values: dict[str, np.ndarray], users: int, client: str) -> Message:
         {
             "arrays": ArrayRecord({k: torch.from_numpy(v.astype(np.float32)) for k, v in values.items()}),
             "metrics": MetricRecord({"num-examples": users, "train-loss": 1.0}),
-            "privacy": ConfigRecord({"client": client, "epsilon-prv": 1.5, "history": json.dumps([[1.0, 0.1, 5]])}),
+            "privacy": ConfigRecord(
+                {"client": client, "epsilon-prv": 1.5, "history": json.dumps([[1.0, 0.1, 5]])}
+            ),
         }
     )
     return Message(content, reply_to=request)
