@@ -128,7 +128,7 @@ def load_atomic(
     for user in sorted(set(rows) | set(user_ids.values())):
         parts = rows.get(user, {})
         sequence, problem = _assemble(user, parts, has_sequences, max_history, unknown_users, name)
-        count = _interaction_count(parts, sequence, has_sequences)
+        count = _interaction_count(parts, sequence, has_sequences, max_history["train"])
         interactions_read += count
         if problem is None:
             kept[user] = sequence
@@ -441,7 +441,9 @@ def _problem(reason: str, file: str, row: int | None, column: str | None, detail
     return {"reason": reason, "file": file, "row": row, "column": column, "detail": detail}
 
 
-def _interaction_count(parts: dict[str, list[_Row]], sequence: list[int], has_sequences: bool) -> int:
+def _interaction_count(
+    parts: dict[str, list[_Row]], sequence: list[int], has_sequences: bool, window: int
+) -> int:
     """How many interactions the user has, as far as the files tell (the sequences file, if any, rules)."""
     if sequence:
         return len(sequence)
@@ -449,9 +451,8 @@ def _interaction_count(parts: dict[str, list[_Row]], sequence: list[int], has_se
         found = parts.get("sequence", [])
         return len(found[0].history) if found else 0
     valid, test = parts.get("valid", []), parts.get("test", [])
-    train = [r.history + (r.target,) for r in parts.get("train", [])]
-    longest = max([*train, *(r.history for r in valid)], key=len, default=())
-    return len(longest) + bool(valid) + bool(test)
+    train = _chain(parts.get("train", []), window) or (valid[0].history if valid else ())
+    return len(train) + bool(valid) + bool(test)
 
 
 def _events(users: list[str], sequences: list[list[int]], asins: np.ndarray) -> pd.DataFrame:

@@ -30,6 +30,8 @@ def print_summary(summary: dict, out: Path) -> None:
     else:
         print("privacy: NONE — this run was NON-PRIVATE (no DP-SGD); no ε applies")
     print(f"published index: {summary['artifact']}")
+    if summary["private"]:
+        print(f"privacy audit:   fedrec audit {out}")
     print(f"summary: {out / 'summary.json'}   per-round metrics: {out / 'metrics.jsonl'}")
     print(f"wall time {summary['wall_time_s']:.0f} s")
 

@@ -118,8 +118,12 @@ def test_catalogue_split_and_report_are_exactly_the_published_ones(tmp_path):
     assert report["token_format"]["Sci.test.inter"] == {"items": "index", "users": "index"}
     assert report["token_format"]["Sci.sequences.tsv"] == {"items": "asin", "users": "asin"}
     # AZED repeats items 2 and 1, which are also its valid and test targets.
-    assert report["data_notes"] == {"users_with_repeated_items": 1, "repeated_interactions": 2,
-                                    "valid_target_in_history": 1, "test_target_in_history": 1}
+    assert report["data_notes"] == {
+        "users_with_repeated_items": 1,
+        "repeated_interactions": 2,
+        "valid_target_in_history": 1,
+        "test_target_in_history": 1,
+    }
 
 
 def test_the_split_is_rebuilt_from_the_inter_files_without_a_sequences_file(tmp_path):
@@ -128,6 +132,14 @@ def test_the_split_is_rebuilt_from_the_inter_files_without_a_sequences_file(tmp_
     assert without.report["sequence_source"] == "Sci.train.inter (rebuilt)"
     assert without.users == with_file.users
     pd.testing.assert_frame_equal(without.events, with_file.events)
+
+
+def test_without_a_sequences_file_a_set_aside_user_still_counts_all_its_interactions(tmp_path):
+    # AZED's 7 interactions must be counted from the training prefixes, not from a truncated window.
+    test = edit(".test.inter", "0\t3 4 2\t1", "0\t3 4 2\t9")
+    report = load_atomic(make(tmp_path / "sci", sequences_tsv=None, test_inter=test)).report
+    assert report["set_aside_reasons"]["unknown_item"] == 1
+    assert (report["interactions"], report["interactions_set_aside"]) == (INTERACTIONS - 7, 7)
 
 
 def test_inter_files_may_hold_asins_instead_of_indices(tmp_path):
@@ -144,8 +156,9 @@ def test_inter_files_may_hold_asins_instead_of_indices(tmp_path):
     assert (data.users.users, data.users.train, data.users.test) == (USERS, TRAIN, TEST)
 
 
-@pytest.mark.parametrize("suffix", [".text", ".item2index", ".user2index", ".train.inter", ".valid.inter",
-                                    ".test.inter"])
+@pytest.mark.parametrize(
+    "suffix", [".text", ".item2index", ".user2index", ".train.inter", ".valid.inter", ".test.inter"]
+)
 def test_a_missing_file_is_named(tmp_path, suffix):
     folder = make(tmp_path / "sci")
     (folder / f"Sci{suffix}").unlink()
@@ -154,12 +167,15 @@ def test_a_missing_file_is_named(tmp_path, suffix):
     assert error.value.file == f"Sci{suffix}" and "missing file" in str(error.value)
 
 
-@pytest.mark.parametrize(("suffix", "old", "new", "column"), [
-    (".text", "item_id:token", "item_id", "item_id:token"),
-    (".test.inter", "\titem_id:token", "\titem:token", "item_id:token"),
-    (".valid.inter", "item_id_list:token_seq", "item_id_list", "item_id_list:token_seq"),
-    (".sequences.tsv", "user_asin", "user", "user_asin"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "old", "new", "column"),
+    [
+        (".text", "item_id:token", "item_id", "item_id:token"),
+        (".test.inter", "\titem_id:token", "\titem:token", "item_id:token"),
+        (".valid.inter", "item_id_list:token_seq", "item_id_list", "item_id_list:token_seq"),
+        (".sequences.tsv", "user_asin", "user", "user_asin"),
+    ],
+)
 def test_a_header_without_the_expected_column_is_an_error(tmp_path, suffix, old, new, column):
     folder = make(tmp_path / "sci", **{suffix[1:].replace(".", "_"): edit(suffix, old, new)})
     with pytest.raises(SchemaError) as error:
@@ -168,12 +184,15 @@ def test_a_header_without_the_expected_column_is_an_error(tmp_path, suffix, old,
     assert f"'{column}'" in str(error.value)
 
 
-@pytest.mark.parametrize(("suffix", "old", "new", "message"), [
-    (".item2index", "B0E\t4", "B0E\t5", "indices must be 0..4"),
-    (".item2index", "B0E\t4", "B0E\tfour", "not a non-negative integer index"),
-    (".text", "B0D\t", "B0X\t", "have no text"),
-    (".text", "B0B\tKapton Tape 10 mm. Tapes Polyimide. 3M. ", "B0B\t ", "empty"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "old", "new", "message"),
+    [
+        (".item2index", "B0E\t4", "B0E\t5", "indices must be 0..4"),
+        (".item2index", "B0E\t4", "B0E\tfour", "not a non-negative integer index"),
+        (".text", "B0D\t", "B0X\t", "have no text"),
+        (".text", "B0B\tKapton Tape 10 mm. Tapes Polyimide. 3M. ", "B0B\t ", "empty"),
+    ],
+)
 def test_a_defective_catalogue_is_an_error(tmp_path, suffix, old, new, message):
     folder = make(tmp_path / "sci", **{suffix[1:].replace(".", "_"): edit(suffix, old, new)})
     with pytest.raises(SchemaError, match=message) as error:
@@ -182,21 +201,30 @@ def test_a_defective_catalogue_is_an_error(tmp_path, suffix, old, new, message):
 
 
 def test_an_unknown_item_sets_its_user_aside_counted_and_quarantined(tmp_path):
-    folder = make(tmp_path / "sci", test_inter=edit(".test.inter", "3 | 4 0 3 | 1".replace(" | ", "\t"),
-                                                    "3\t4 0 3\t9"))
+    folder = make(
+        tmp_path / "sci", test_inter=edit(".test.inter", "3 | 4 0 3 | 1".replace(" | ", "\t"), "3\t4 0 3\t9")
+    )
     quarantine = tmp_path / "quarantine"
     data = load_atomic(folder, quarantine_dir=quarantine)
 
     report = data.report
     assert data.users.users == ["ABEL", "AMOS", "AZED"]
-    assert report["unknown_item_rows"] == {"Sci.train.inter": 0, "Sci.valid.inter": 0, "Sci.test.inter": 1,
-                                           "Sci.sequences.tsv": 0}
+    assert report["unknown_item_rows"] == {
+        "Sci.train.inter": 0,
+        "Sci.valid.inter": 0,
+        "Sci.test.inter": 1,
+        "Sci.sequences.tsv": 0,
+    }
     assert report["set_aside_reasons"]["unknown_item"] == 1 and report["users_set_aside"] == 1
     assert (report["interactions"], report["interactions_set_aside"]) == (INTERACTIONS - 5, 5)
     assert report["interactions_read"] == INTERACTIONS
     example = report["examples"][0]
     assert (example["user_id"], example["file"], example["row"], example["column"]) == (
-        "ACE", "Sci.test.inter", 4, "item_id:token")
+        "ACE",
+        "Sci.test.inter",
+        4,
+        "item_id:token",
+    )
     assert "'9'" in example["detail"]
     written = pd.read_csv(report["quarantine_file"], dtype=str, keep_default_na=False)
     assert list(written["user_id"]) == ["ACE"] and list(written["reason"]) == ["unknown_item"]
@@ -227,8 +255,12 @@ def test_an_inconsistent_or_incomplete_split_is_reported(tmp_path):
     data = load_atomic(folder)
     report = data.report
     assert data.users.users == ["AZED"]
-    assert report["set_aside_reasons"] == {"unknown_user": 1, "unknown_item": 0, "missing_split": 1,
-                                           "inconsistent_split": 2}
+    assert report["set_aside_reasons"] == {
+        "unknown_user": 1,
+        "unknown_item": 0,
+        "missing_split": 1,
+        "inconsistent_split": 2,
+    }
     by_user = {e["user_id"]: e for e in report["examples"]}
     assert by_user["AMOS"]["file"] == "Sci.valid.inter" and by_user["AMOS"]["column"] == "item_id:token"
     assert by_user["ABEL"]["reason"] == "missing_split" and by_user["ABEL"]["file"] == "Sci.test.inter"
@@ -251,8 +283,9 @@ def test_events_are_fedrec_events_with_ordinal_timestamps(tmp_path):
 
     data.catalogue.to_csv(tmp_path / "catalogue.csv", index=False)
     events.to_csv(tmp_path / "events.csv", index=False)
-    loaded, report = load_events(tmp_path / "events.csv", load_catalogue(tmp_path / "catalogue.csv"),
-                                 tmp_path / "quarantine")
+    loaded, report = load_events(
+        tmp_path / "events.csv", load_catalogue(tmp_path / "catalogue.csv"), tmp_path / "quarantine"
+    )
     assert (report.read, report.kept, report.quarantined) == (INTERACTIONS, INTERACTIONS, 0)
     pd.testing.assert_frame_equal(loaded, events)
 
