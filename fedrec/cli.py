@@ -40,7 +40,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_recommendations(recs) -> None:
+def _show(recs, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.__dict__ for r in recs], indent=2))
+        return
     for rank, r in enumerate(recs, 1):
         price = f"  ${r.price:.2f}" if r.price == r.price and r.price is not None else ""
         print(f"{rank:2d}. {r.score:6.3f}  {r.item_id}  {r.title}{price}")
@@ -51,22 +54,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     history, purchased = read_history(args.history)
     device = Device(args.artifact)
-    recs = device.recommend(history, k=args.k, exclude=purchased | set(args.exclude or []))
-    if args.json:
-        print(json.dumps([r.__dict__ for r in recs], indent=2))
-    else:
-        _print_recommendations(recs)
+    _show(device.recommend(history, k=args.k, exclude=purchased | set(args.exclude or [])), args.json)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from client.device import Device
 
-    recs = Device(args.artifact).search(args.query, k=args.k)
-    if args.json:
-        print(json.dumps([r.__dict__ for r in recs], indent=2))
-    else:
-        _print_recommendations(recs)
+    _show(Device(args.artifact).search(args.query, k=args.k), args.json)
     return 0
 
 
