@@ -70,19 +70,24 @@ def locate_party(context: Context, cfg: RunConfig) -> Party:
     )
 
 
-def _prepare(msg: Message, context: Context, overrides: dict[str, Any]):
+def _load_data(context: Context, overrides: dict[str, Any]):
+    """Config, who this client is, the public catalogue and its own users (cheap: no model yet)."""
     cfg = RunConfig.from_flower({**context.run_config, **overrides})
     party = locate_party(context, cfg)
     catalogue, _, users, _ = load_party(party.catalogue, party.events, party.work_dir / "quarantine")
+    return cfg, party, catalogue, users
+
+
+def _load_model(msg: Message, cfg: RunConfig, party: Party, catalogue):
+    """The global model from the message, and the catalogue's vectors under it (cached per model)."""
     model = Recommender(cfg.model_config(len(catalogue)))
     model.load_trainable_state(from_record(msg.content["arrays"], shapes(model.trainable_state())))
     texts = item_texts(catalogue)
-    vectors = catalogue_vectors(model, texts, party.cache_dir)
-    return cfg, party, users, model, texts, vectors
+    return model, texts, catalogue_vectors(model, texts, party.cache_dir)
 
 
 def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
-    cfg, party, users, model, texts, vectors = _prepare(msg, context, overrides)
+    cfg, party, catalogue, users = _load_data(context, overrides)
     server_round = int(msg.content["config"]["server-round"])
     ledger = Ledger(party.work_dir / LEDGER_NAME)
     n_users = len(trainable_users(users.train))
@@ -112,6 +117,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         num_negatives=cfg.num_negatives,
         hard_negatives=cfg.hard_negatives,
     )
+    model, texts, vectors = _load_model(msg, cfg, party, catalogue)
     seed = cfg.seed * 1_000_003 + party.index * 1_009 + server_round
     result = train_round(model, users.train, vectors, model.tokenize(texts), settings, round_seed=seed)
 
@@ -149,7 +155,8 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
 
 
 def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
-    _, _, users, model, _, vectors = _prepare(msg, context, overrides)
+    cfg, party, catalogue, users = _load_data(context, overrides)
+    model, _, vectors = _load_model(msg, cfg, party, catalogue)
     metrics: dict[str, float] = {"num-examples": len(users.users)}
     for split in ("valid", "test"):
         metrics.update({f"{split}-{k}": v for k, v in evaluate_split(model, vectors, users, split).items()})

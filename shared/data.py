@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shared.schema import LoadReport, load_catalogue, load_events
+from shared.schema import load_catalogue, load_events
 from shared.sequences import interaction_sequences, leave_one_out
 
 
@@ -46,6 +46,3 @@ def load_party(catalogue_path: str | Path, events_path: str | Path, quarantine_d
     item_index = {item: i for i, item in enumerate(catalogue["item_id"])}
     events, report = load_events(events_path, catalogue, quarantine_dir)
     return catalogue, item_index, user_data(events, item_index), report
-
-
-__all__ = ["UserData", "user_data", "load_party", "LoadReport"]
