@@ -17,13 +17,14 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.ledger import LEDGER_NAME, Ledger
+from client.mods import legacy_train_mod, secure_aggregation_mod, update_clipping_mod
 from client.train import TrainSettings, poisson_rate, train_round, trainable_users
-from shared.adapters import from_record, shapes, to_record
+from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
 from shared.evaluation import evaluate_split
 from shared.item_cache import catalogue_vectors
+from shared.ledger import LEDGER_NAME, Ledger
 from shared.model import Recommender
 from shared.privacy import PRIVACY_UNIT, calibrate_noise
 from shared.schema import item_texts
@@ -133,6 +134,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
             cfg.max_grad_norm,
             cfg.delta,
             epsilon_cap=cap,
+            run=str(context.run_id),
         )
         privacy.update(
             {
@@ -148,6 +150,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
             }
         )
     metrics = MetricRecord({"num-examples": result.users, "train-loss": result.mean_loss})
+    _weigh_equally(cfg, metrics)
     content = RecordDict(
         {"arrays": to_record(model.trainable_state()), "metrics": metrics, "privacy": ConfigRecord(privacy)}
     )
@@ -157,16 +160,23 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
 def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     cfg, party, catalogue, users = _load_data(context, overrides)
     model, _, vectors = _load_model(msg, cfg, party, catalogue)
-    metrics: dict[str, float] = {"num-examples": len(users.users)}
+    metrics = MetricRecord({"num-examples": len(users.users)})
     for split in ("valid", "test"):
         metrics.update({f"{split}-{k}": v for k, v in evaluate_split(model, vectors, users, split).items()})
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    _weigh_equally(cfg, metrics)
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _weigh_equally(cfg: RunConfig, metrics: MetricRecord) -> None:
+    """Equal client weights: what client-level DP's sensitivity (and the SecAgg+ mean) assume."""
+    if cfg.client_level_dp or cfg.secure_aggregation:
+        metrics[WEIGHT] = 1
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     """The ClientApp; `overrides` (dashed run-config keys) win over the run config (`fedrec simulate`)."""
     fixed = dict(overrides or {})
-    client_app = ClientApp()
+    client_app = ClientApp(mods=[secure_aggregation_mod, legacy_train_mod, update_clipping_mod])
 
     @client_app.train()
     def _train(msg: Message, context: Context) -> Message:

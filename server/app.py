@@ -1,7 +1,9 @@
 """Flower ServerApp: the coordinator.
 
 Runs FedAvg over the clients' adapters for the configured rounds, then publishes the global item
-index. Writes what happened to the run folder: `rounds.jsonl` (one line per round) and
+index. Options, from the run config: client-level DP (Flower's DP wrapper around FedAvg,
+server/client_privacy.py) and secure aggregation (Flower's SecAgg+ workflow,
+server/secure_aggregation.py). Writes what happened to the run folder: `rounds.jsonl` (one line per round) and
 `server.json` (final privacy report per client and the artifact path).
 """
 
@@ -13,26 +15,40 @@ from typing import Any
 
 from flwr.app import Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 
+from server.client_privacy import ClientLevelDP
 from server.evaluation import CentralEvaluator
 from server.publish import publish
-from server.strategy import AdapterFedAvg
-from shared.adapters import from_record, shapes, to_record
+from server.secure_aggregation import run_secure
+from server.strategy import AdapterGuard
+from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.model import Recommender
 from shared.privacy import PRIVACY_UNIT
 from shared.schema import load_catalogue
 
 
-def privacy_summary(cfg: RunConfig, reports: dict[int, list[dict]]) -> dict[str, Any]:
-    """Each client's ε composed over every round it trained in (its latest cumulative report)."""
+def privacy_summary(
+    cfg: RunConfig, reports: dict[int, list[dict]], client_dp: ClientLevelDP | None
+) -> dict[str, Any]:
+    """Which guarantees hold, and each client's ε composed over every round it trained in."""
     latest: dict[str, dict] = {}
     for server_round in sorted(reports):
         for report in reports[server_round]:
             latest[str(report["client"])] = {**report, "round": server_round}
     clients = dict(sorted(latest.items()))
+    guarantees = []
+    if cfg.private:
+        guarantees.append("user-level DP inside each partner (DP-SGD, Opacus PRV accountant)")
+    if client_dp:
+        guarantees.append(
+            "client-level DP across clients (Flower fixed-clipping wrapper, Flower RDP accountant)"
+        )
     return {
         "private": cfg.private,
+        "guarantees": guarantees or ["NONE: non-private run"],
+        "secure_aggregation": cfg.secure_aggregation,
         "unit": PRIVACY_UNIT,
         "accountant": "prv (rdp alongside)",
         "delta": cfg.delta,
@@ -42,37 +58,48 @@ def privacy_summary(cfg: RunConfig, reports: dict[int, list[dict]]) -> dict[str,
         "epsilon_rdp": {c: r["epsilon-rdp"] for c, r in clients.items() if r["private"]},
         "noise_multipliers": {c: r["noise-multiplier"] for c, r in clients.items() if r["private"]},
         "history": {c: r["history"] for c, r in clients.items() if r["private"]},
+        "client_level": client_dp.summary() if client_dp else None,
     }
 
 
-def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
+def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     catalogue = load_catalogue(cfg.catalogue)
     model = Recommender(cfg.model_config(len(catalogue)))
     expected = shapes(model.trainable_state())
-    strategy = AdapterFedAvg(
-        expected,
-        fraction_train=cfg.fraction_train,
-        fraction_evaluate=1.0,
-        min_train_nodes=1,
-        min_evaluate_nodes=1,
-        min_available_nodes=cfg.min_clients,
-    )
+    initial = to_record(model.trainable_state())
     evaluator = None
     if cfg.central_eval:
         evaluator = CentralEvaluator(
             cfg.catalogue, cfg.central_eval, model.config, str(run_dir / "server"), str(run_dir / "cache")
         )
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=to_record(model.trainable_state()),
-        num_rounds=cfg.num_server_rounds,
-        evaluate_fn=evaluator,
-    )
+    client_dp = None
+    if cfg.client_level_dp:
+        client_dp = ClientLevelDP(cfg, cfg.min_clients, run_dir / "server", run=str(context.run_id))
 
-    privacy = privacy_summary(cfg, strategy.privacy_reports)
-    model.load_trainable_state(from_record(result.arrays, expected))
+    if cfg.secure_aggregation:
+        final, book, central = run_secure(grid, context, cfg, initial, evaluator, client_dp)
+        train_metrics, federated = book.train_metrics, {}
+    else:
+        fedavg = FedAvg(
+            fraction_train=cfg.fraction_train,
+            fraction_evaluate=1.0,
+            min_train_nodes=cfg.min_clients if client_dp else 1,
+            min_evaluate_nodes=1,
+            min_available_nodes=cfg.min_clients,
+            weighted_by_key=WEIGHT if client_dp else "num-examples",
+        )
+        book = AdapterGuard(client_dp.wrap(fedavg) if client_dp else fedavg, expected, client_dp)
+        result = book.start(
+            grid=grid, initial_arrays=initial, num_rounds=cfg.num_server_rounds, evaluate_fn=evaluator
+        )
+        final = result.arrays if len(result.arrays) else initial
+        train_metrics = {r: _plain(m) for r, m in result.train_metrics_clientapp.items()}
+        federated, central = result.evaluate_metrics_clientapp, result.evaluate_metrics_serverapp
+
+    privacy = privacy_summary(cfg, book.privacy_reports, client_dp)
+    model.load_trainable_state(from_record(final, expected))
     artifact = publish(
         model,
         catalogue,
@@ -88,14 +115,18 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         rounds.append(
             {
                 "round": server_round,
-                "train": _plain(result.train_metrics_clientapp.get(server_round)),
-                "federated_eval": _plain(result.evaluate_metrics_clientapp.get(server_round)),
-                "central_eval": _plain(result.evaluate_metrics_serverapp.get(server_round)),
+                "train": train_metrics.get(server_round),
+                "federated_eval": _plain(federated.get(server_round)),
+                "central_eval": _plain(central.get(server_round)),
                 "epsilon": {
-                    str(r["client"]): r["epsilon-prv"] for r in strategy.privacy_reports.get(server_round, [])
+                    str(r["client"]): r["epsilon-prv"]
+                    for r in book.privacy_reports.get(server_round, [])
+                    if r["private"]
                 },
-                "refused": strategy.refused.get(server_round, []),
-                "skipped": strategy.skipped.get(server_round, []),
+                "client_level_epsilon": _client_level_epsilon(client_dp, server_round),
+                "refused": book.refused.get(server_round, []),
+                "skipped": book.skipped.get(server_round, []),
+                "stopped": book.stopped.get(server_round),
             }
         )
     with open(run_dir / "rounds.jsonl", "w") as f:
@@ -104,6 +135,14 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     report = {"artifact": str(artifact), "privacy": privacy, "rounds": rounds}
     (run_dir / "server.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _client_level_epsilon(client_dp: ClientLevelDP | None, server_round: int) -> float | None:
+    """Client-level ε after this round, from the server's ledger (None without client-level DP)."""
+    if client_dp is None:
+        return None
+    done = [r for r in client_dp.ledger.releases() if r.round <= server_round]
+    return done[-1].epsilon_rdp if done else 0.0
 
 
 def _plain(record: MetricRecord | None) -> dict[str, float] | None:
@@ -117,7 +156,7 @@ def make_app(overrides: dict[str, Any] | None = None) -> ServerApp:
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_federation(grid, RunConfig.from_flower({**context.run_config, **fixed}))
+        run_federation(grid, RunConfig.from_flower({**context.run_config, **fixed}), context)
 
     return server_app
 

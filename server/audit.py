@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of
+from shared.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of
 
 AUDIT_DIR = "audit"
 # Recorded and recomputed ε must agree to this (they come from the same deterministic accountant; the
@@ -134,11 +134,12 @@ def _what_is_protected(clients: list[dict[str, Any]]) -> str:
     )
     servers = [c for c in valid if c["unit"] == "client"]
     if servers:
-        worst = max(servers, key=lambda c: c["epsilon_prv"])
+        worst = max(servers, key=lambda c: c["epsilon_rdp"])
         text += (
-            f" Client-level DP is claimed by a server-side ledger ({worst['ledger']}):"
-            f" ε = {worst['epsilon_prv']:.3f} at δ = {worst['delta']:g}"
-            " for adding or removing a whole client."
+            f" Client-level DP also holds, from the server's ledger ({worst['ledger']}):"
+            f" ε = {worst['epsilon_rdp']:.3f} at δ = {worst['delta']:g} under RDP (the accountant Flower's"
+            f" DP wrapper uses; PRV gives {worst['epsilon_prv']:.3f}) for adding or removing a whole client,"
+            " i.e. all of its users at once, composed over every noised aggregate the server released."
         )
     else:
         text += " Client-level DP (hiding a whole client's participation) is not claimed."
@@ -166,6 +167,17 @@ def audit(run_dir: str | Path, cap: float | None = None) -> dict[str, Any]:
         "all_epsilons_recompute": all(not c["errors"] for c in clients if c["chain_ok"]),
         "caps_respected": all(c["cap_respected"] is not False for c in clients),
         "delta": deltas[0] if len(deltas) == 1 else (deltas or None),
+        "client_level": next(
+            (
+                {
+                    k: c[k]
+                    for k in ("client", "epsilon_rdp", "epsilon_prv", "delta", "rounds", "noise_multiplier")
+                }
+                for c in clients
+                if c["chain_ok"] and c["unit"] == "client" and c["rounds"]
+            ),
+            None,
+        ),
         "what_is_protected": _what_is_protected(clients),
     }
 
@@ -357,6 +369,12 @@ def main(run_dir: str | Path, cap: float | None = None) -> int:
     print(format_table(result))
     print()
     print(_worst_line(result))
+    if result["client_level"]:
+        c = result["client_level"]
+        print(
+            f"Client-level DP ({c['client']} ledger): ε = {c['epsilon_rdp']:.3f} (RDP, Flower's accountant),"
+            f" {c['epsilon_prv']:.3f} (PRV) at δ = {c['delta']:g} after {c['rounds']} noised aggregates"
+        )
     for problem in _problems(result):
         print(f"ERROR {problem}")
     report = write_report(run_dir, result)

@@ -1,9 +1,12 @@
-"""FedAvg over adapter tensors, with the server-side half of the "only adapters leave a client" rule.
+"""The server-side half of "only adapters leave a client", as a wrapper around any Flower strategy.
 
-Flower's FedAvg does the weighted average (weights: each client's number of training users). This
-class only adds: replies carrying any tensor that is not an expected adapter (name and shape) are
-refused before aggregation, each client's privacy report is kept per round for the run summary, and
-clients that declined to train (their privacy budget cap) are recorded; the others carry on.
+`AdapterGuard` wraps the strategy that aggregates: Flower's FedAvg, or FedAvg inside Flower's
+client-level DP wrapper. It adds no arithmetic of its own. Replies carrying any tensor that is not an
+expected adapter (name and shape) are refused before aggregation. Clients that declined to train
+(their privacy cap) are recorded and the others carry on. Each client's privacy report is kept per
+round for the run summary. With client-level DP, every noised aggregate is also written to the
+server's privacy ledger. When Flower's accountant says the next release would pass the client-level
+cap, training stops there.
 """
 
 from __future__ import annotations
@@ -12,29 +15,50 @@ import json
 from collections.abc import Iterable
 from logging import WARNING
 
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import PrivacyBudgetExhausted
+from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from server.client_privacy import ClientLevelDP
 from shared.adapters import AdapterLeakError, from_record
 
 
-class AdapterFedAvg(FedAvg):
-    def __init__(self, expected: dict[str, tuple[int, ...]], **kwargs) -> None:
-        super().__init__(**kwargs)
+class AdapterGuard(Strategy):
+    def __init__(
+        self,
+        strategy: Strategy,
+        expected: dict[str, tuple[int, ...]],
+        client_dp: ClientLevelDP | None = None,
+    ) -> None:
+        self.strategy = strategy
         self.expected = expected
+        self.client_dp = client_dp
         self.privacy_reports: dict[int, list[dict]] = {}  # round -> one report per client
         self.refused: dict[int, list[str]] = {}  # round -> reasons an update was refused
         self.skipped: dict[int, list[str]] = {}  # round -> reasons a client did not train (e.g. budget cap)
+        self.stopped: dict[int, str] = {}  # round -> why no round was started (client-level budget)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        try:
+            return self.strategy.configure_train(server_round, arrays, config, grid)
+        except PrivacyBudgetExhausted as err:
+            self.stopped[server_round] = f"client-level privacy budget: {err}"
+            log(WARNING, "round %d not started: %s", server_round, self.stopped[server_round])
+            return []
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if server_round in self.stopped:
+            return None, None
         accepted = []
         for msg in replies:
             if msg.has_error():
                 self.skipped.setdefault(server_round, []).append(msg.error.reason)
-                accepted.append(msg)  # FedAvg logs and skips error replies
                 continue
             try:
                 from_record(msg.content["arrays"], self.expected)
@@ -45,8 +69,26 @@ class AdapterFedAvg(FedAvg):
                 continue
             accepted.append(msg)
             if "privacy" in msg.content:
-                report = dict(msg.content["privacy"])
-                if "history" in report:
-                    report["history"] = json.loads(str(report["history"]))
-                self.privacy_reports.setdefault(server_round, []).append(report)
-        return super().aggregate_train(server_round, accepted)
+                self.record_report(server_round, dict(msg.content["privacy"]))
+        released = self.client_dp.releases() if self.client_dp else 0
+        arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
+        if self.client_dp and self.client_dp.releases() > released:
+            self.client_dp.record(server_round)
+        return arrays, metrics
+
+    def record_report(self, server_round: int, report: dict) -> None:
+        """Keep one client's privacy report (its ε so far, from its own ledger) for the run summary."""
+        if "history" in report:
+            report["history"] = json.loads(str(report["history"]))
+        self.privacy_reports.setdefault(server_round, []).append(report)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.strategy.summary()

@@ -10,8 +10,10 @@ import re
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 
+ADAPTER_NAMES = "adapter-names"  # legacy FitIns config key: the order of the unnamed parameter list
+WEIGHT = "unit-weight"  # reply metric weighing a client in the mean (1: equal weights)
 SHAREABLE = re.compile(r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_bias\.weight)$")
 
 
@@ -51,3 +53,11 @@ def from_record(
 
 def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def record_from_list(arrays: list[np.ndarray], names: list[str]) -> ArrayRecord:
+    """An ArrayRecord from an unnamed list (Flower's legacy Parameters), named in the sender's order."""
+    if len(arrays) != len(names):
+        raise AdapterLeakError(f"{len(arrays)} arrays for {len(names)} adapter names")
+    check_names(names)
+    return ArrayRecord({name: Array(np.asarray(a)) for name, a in zip(names, arrays, strict=True)})

@@ -29,6 +29,12 @@ class RunConfig:
     delta: float = 1e-5
     epsilon_cap: float = 0.0  # per client, at delta; 0 = no cap. A round that would pass it is not trained
     target_epsilon: float = 0.0  # > 0: calibrate the noise multiplier to reach this ε over all planned rounds
+    # Client-level DP (Flower's fixed-clipping wrappers + Flower's RDP accountant, ledger kept by the server):
+    client_noise_multiplier: float = 0.0  # > 0 turns it on: noise std σ·C/n on the mean of n clipped updates
+    client_clipping_norm: float = 1.0  # C: the L2 bound on one client's adapter update (new - global)
+    client_clipping: str = "server"  # "server" clips received updates; "client" clips before sending
+    client_epsilon_cap: float = 0.0  # client-level ε cap at delta; 0 = none. The run stops before passing it
+    secure_aggregation: bool = False  # Flower SecAgg+: the server only ever sees the sum of the updates
     lora_rank: int = 4
     num_negatives: int = 1
     hard_negatives: int = 1
@@ -37,6 +43,19 @@ class RunConfig:
     run_dir: str = "runs/flwr"
     catalogue: str = ""  # public catalogue file (server: publication; clients: item texts)
     central_eval: str = ""  # simulation only: a file of all users' splits for centrally computed metrics
+
+    def __post_init__(self) -> None:
+        if self.client_clipping not in ("server", "client"):
+            raise ValueError(f"run-config 'client-clipping': server or client, not {self.client_clipping!r}")
+        if self.secure_aggregation and self.client_noise_multiplier > 0 and self.client_clipping != "client":
+            raise ValueError(
+                "run-config: with secure-aggregation the server never sees one client's update, so it cannot"
+                " clip it; set client-clipping=client"
+            )
+
+    @property
+    def client_level_dp(self) -> bool:
+        return self.client_noise_multiplier > 0
 
     @classmethod
     def from_flower(cls, raw: dict[str, Any]) -> RunConfig:

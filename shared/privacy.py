@@ -7,6 +7,7 @@ an accountant rebuilt from the whole history gives the ε of *all* training the 
 
 from __future__ import annotations
 
+import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
@@ -34,7 +35,8 @@ def epsilon(history: History, delta: float, accountant: str = "prv") -> float:
         raise ValueError(f"unknown accountant {accountant!r}; choose from {sorted(ACCOUNTANTS)}")
     acc = ACCOUNTANTS[accountant]()
     acc.history = compact(history)
-    return float(acc.get_epsilon(delta=delta))
+    with np.errstate(divide="ignore"):  # PRV at sample rate 1 (client-level DP) takes log(1 - q) = log 0
+        return float(acc.get_epsilon(delta=delta))
 
 
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:

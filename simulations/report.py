@@ -20,6 +20,7 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"{'model':34s} {'Recall@10':>9s} {'NDCG@10':>9s}")
     for name, recall, ndcg in rows:
         print(f"{name:34s} {recall:9.4f} {ndcg:9.4f}")
+    client_level = summary.get("client_level")
     if summary["private"]:
         eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
         print(
@@ -27,10 +28,19 @@ def print_summary(summary: dict, out: Path) -> None:
             "all "
             f"rounds: {eps}"
         )
-    else:
+    if client_level:
+        print(
+            f"privacy: client-level (ε, δ={client_level['delta']:g})-DP across clients, Flower RDP"
+            " accountant,"
+            f" {client_level['releases']} releases: ε = {client_level['epsilon']:.2f}"
+            f" (σ = {client_level['noise_multiplier']:g}, C = {client_level['clipping_norm']:g})"
+        )
+    if not summary["private"] and not client_level:
         print("privacy: NONE — this run was NON-PRIVATE (no DP-SGD); no ε applies")
+    if summary.get("secure_aggregation"):
+        print("secure aggregation: SecAgg+ — the server saw only the sum of the clients' updates")
     print(f"published index: {summary['artifact']}")
-    if summary["private"]:
+    if summary["private"] or client_level:
         print(f"privacy audit:   fedrec audit {out}")
     print(f"summary: {out / 'summary.json'}   per-round metrics: {out / 'metrics.jsonl'}")
     print(f"wall time {summary['wall_time_s']:.0f} s")

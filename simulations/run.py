@@ -73,6 +73,7 @@ def simulate(
 
     cfg = RunConfig.from_flower(
         {
+            "min-clients": num_clients,  # every simulated client takes part in every round
             **(overrides or {}),
             "run-dir": str(out),
             "catalogue": str(catalogue_path),
@@ -93,7 +94,10 @@ def simulate(
     final, zero_shot = central[cfg.num_server_rounds], central[0]
     summary = {
         "private": cfg.private,
-        "label": "user-level DP" if cfg.private else "NON-PRIVATE",
+        "label": _label(cfg),
+        "guarantees": server["privacy"]["guarantees"],
+        "secure_aggregation": cfg.secure_aggregation,
+        "client_level": server["privacy"]["client_level"],
         "recall@10": final["test-recall@10"],
         "ndcg@10": final["test-ndcg@10"],
         "recall@50": final["test-recall@50"],
@@ -151,6 +155,12 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
     )
     if not (Path(cfg.run_dir) / "server.json").exists():
         raise RuntimeError(f"the Flower simulation ended without a result; see the log above ({cfg.run_dir})")
+
+
+def _label(cfg: RunConfig) -> str:
+    parts = [p for p, on in (("user-level DP", cfg.private), ("client-level DP", cfg.client_level_dp)) if on]
+    label = " + ".join(parts) or "NON-PRIVATE"
+    return label + (" + SecAgg+" if cfg.secure_aggregation else "")
 
 
 def _pick(metrics: dict[str, float]) -> dict[str, float]:

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from client.ledger import Ledger, sha256
 from server.audit import audit, find_ledgers, main
+from shared.ledger import Ledger, sha256
 from shared.privacy import epsilon
 
 DELTA = 1e-5

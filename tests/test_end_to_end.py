@@ -11,9 +11,9 @@ import json
 import pytest
 
 from client.device import Device
-from client.ledger import Ledger
 from server.audit import main as audit_main
 from shared.artifact import load_artifact
+from shared.ledger import Ledger
 from shared.privacy import epsilon
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from client.ledger import GENESIS, LEDGER_VERSION, Ledger, LedgerError, Release, sha256, verify
+from shared.ledger import GENESIS, LEDGER_VERSION, Ledger, LedgerError, Release, sha256, verify
 from shared.privacy import epsilon
 
 DELTA = 1e-5

@@ -1,4 +1,4 @@
-"""FedAvg arithmetic over adapters, and refusal of updates that carry anything else."""
+"""FedAvg arithmetic over adapters through the guard, and refusal of updates that carry anything else."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from server.strategy import AdapterFedAvg
+from server.strategy import AdapterGuard
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ def _reply(values: dict[str, np.ndarray], users: int, client: str) -> Message:
 def test_weighted_average_by_users():
     a = {"user_head.1.weight": np.ones((2, 2)), "x.lora_B.default.weight": np.array([1.0, 2.0, 3.0])}
     b = {"user_head.1.weight": np.zeros((2, 2)), "x.lora_B.default.weight": np.array([4.0, 5.0, 6.0])}
-    strategy = AdapterFedAvg(EXPECTED)
+    strategy = AdapterGuard(FedAvg(), EXPECTED)
     arrays, metrics = strategy.aggregate_train(1, [_reply(a, 300, "c0"), _reply(b, 100, "c1")])
     out = {k: v.numpy() for k, v in arrays.items()}
     np.testing.assert_allclose(out["user_head.1.weight"], np.full((2, 2), 0.75))
@@ -54,7 +55,7 @@ def test_weighted_average_by_users():
 def test_update_with_foreign_tensor_is_refused():
     good = {"user_head.1.weight": np.ones((2, 2)), "x.lora_B.default.weight": np.ones(3)}
     leaky = {**good, "encoder.embeddings.word_embeddings.weight": np.ones(3)}
-    strategy = AdapterFedAvg(EXPECTED)
+    strategy = AdapterGuard(FedAvg(), EXPECTED)
     arrays, _ = strategy.aggregate_train(2, [_reply(good, 10, "c0"), _reply(leaky, 10, "c1")])
     np.testing.assert_allclose(arrays["user_head.1.weight"].numpy(), np.ones((2, 2)))
     assert len(strategy.refused[2]) == 1 and "word_embeddings" in strategy.refused[2][0]

@@ -1,8 +1,11 @@
-"""The client's privacy ledger: an on-disk, append-only, tamper-evident record of every DP release.
+"""The privacy ledger: an on-disk, append-only, tamper-evident record of every DP release.
 
-One release is one round of local DP-SGD whose result left the client. The ledger is a JSON-lines file,
+Two parties keep one. A client records each round of local DP-SGD whose result left it (unit "user":
+its customers are protected). With client-level DP the server records each noised aggregate it
+released (unit "client": a whole client's contribution is protected); its ledger lives in the run
+folder under `server/`. The ledger is a JSON-lines file,
 one release per line, each line hash-chained to the one before it; it is the only contract between a
-client and the auditor (`server/audit.py`). ε is never carried over as a running number: every line
+party and the auditor (`server/audit.py`). ε is never carried over as a running number: every line
 records ε *after* that release, computed by `shared.privacy.epsilon` over the DP history of all the
 releases before it plus this one, so a restarted client keeps composing from where it was.
 
@@ -48,7 +51,7 @@ class LedgerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Release:
-    """One DP release: one round of local DP-SGD whose result left the client."""
+    """One DP release: a round of local DP-SGD that left a client, or one noised aggregate of the server."""
 
     client: str
     round: int
@@ -214,7 +217,7 @@ def _read_all(fd: int) -> bytes:
 
 
 class Ledger:
-    """A client's privacy ledger at `path` (JSON lines; created on the first append)."""
+    """A privacy ledger at `path` (JSON lines; created on the first append)."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)

@@ -1,0 +1,167 @@
+"""Secure aggregation with Flower's SecAgg+: the server only ever learns the sum of the updates.
+
+In Flower 1.41, SecAgg+ exists as a workflow of the legacy server API (`DefaultWorkflow` with
+`SecAggPlusWorkflow`, a `LegacyContext` and a legacy strategy). The client side is its
+`secaggplus_mod` (see client/mods.py). Each client masks its quantized, weighted update with
+pairwise masks that cancel in the sum. The server unmasks only the aggregate, and no dropout
+below the reconstruction threshold reveals one update. The price is quantization: values are
+clipped to ±`CLIPPING_RANGE` and mapped onto `QUANTIZATION_RANGE` levels, so the aggregate equals
+plain FedAvg to within `quantization_error()` per coordinate. Clients are weighted equally
+(weight 1), as client-level DP needs anyway. With client-level DP, clipping must happen at the
+clients (the server never sees one update), and Flower's legacy client-side DP wrapper adds the noise.
+This module does the accounting per released round, with the same accountant and ledger as the
+message-API path. Federated evaluation is off in this mode; central evaluation (simulation) runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, Strategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.serverapp import Grid
+
+from server.client_privacy import ClientLevelDP
+from shared.adapters import ADAPTER_NAMES, record_from_list
+from shared.config import RunConfig
+
+CLIPPING_RANGE = 8.0  # adapter values are far inside this (LoRA B, user head and item bias are O(0.1-1))
+QUANTIZATION_RANGE = 2**22
+RECONSTRUCTION_FRACTION = 2 / 3  # of the clients, needed to unmask: tolerates a third dropping out
+
+
+def quantization_error() -> float:
+    """Bound on |SecAgg+ mean − plain mean| per coordinate: one quantization step."""
+    return 2 * CLIPPING_RANGE / QUANTIZATION_RANGE
+
+
+@dataclass
+class SecureRecorder(Strategy):
+    """Wraps the legacy strategy: keeps privacy reports, accounts client-level DP, stops at its cap."""
+
+    strategy: Strategy
+    client_dp: ClientLevelDP | None = None
+    privacy_reports: dict[int, list[dict]] = field(default_factory=dict)
+    refused: dict[int, list[str]] = field(default_factory=dict)
+    skipped: dict[int, list[str]] = field(default_factory=dict)
+    stopped: dict[int, str] = field(default_factory=dict)
+    train_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.strategy.initialize_parameters(client_manager)
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager: ClientManager):
+        if self.client_dp and self.client_dp.would_exceed():
+            self.stopped[server_round] = (
+                f"client-level privacy budget: the next release would pass ε cap {self.client_dp.cap:g}"
+            )
+            return []
+        return self.strategy.configure_fit(server_round, parameters, client_manager)
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Any]]:
+        self.skipped[server_round] = [str(f) for f in failures]
+        for _, res in results:
+            report = {
+                k.removeprefix("privacy:"): v for k, v in res.metrics.items() if k.startswith("privacy:")
+            }
+            if report:
+                if "history" in report:
+                    report["history"] = json.loads(str(report["history"]))
+                self.privacy_reports.setdefault(server_round, []).append(report)
+        parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
+        if parameters is not None and self.client_dp:
+            self.client_dp.compose(server_round)
+        self.train_metrics[server_round] = {k: float(v) for k, v in metrics.items()}
+        return parameters, metrics
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: ClientManager):
+        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
+
+    def aggregate_evaluate(self, server_round: int, results, failures):
+        return self.strategy.aggregate_evaluate(server_round, results, failures)
+
+    def evaluate(self, server_round: int, parameters: Parameters):
+        return self.strategy.evaluate(server_round, parameters)
+
+
+def _mean_train_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
+    """Weighted mean of the clients' numeric training metrics (privacy fields are reported apart)."""
+    total = sum(n for n, _ in results) or 1
+    keys = {k for _, m in results for k, v in m.items() if not k.startswith("privacy:") and _numeric(v)}
+    return {k: sum(n * float(m.get(k, 0.0)) for n, m in results) / total for k in sorted(keys)}
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def run_secure(
+    grid: Grid,
+    context: Context,
+    cfg: RunConfig,
+    initial: ArrayRecord,
+    evaluate_fn,
+    client_dp: ClientLevelDP | None,
+) -> tuple[ArrayRecord, SecureRecorder, dict[int, MetricRecord]]:
+    """Run the federation under SecAgg+; returns the final adapters, the recorder and central metrics."""
+    names = list(initial.keys())
+    n = cfg.min_clients
+    central: dict[int, MetricRecord] = {}
+
+    def evaluate(server_round: int, ndarrays, _config):
+        if evaluate_fn is None:
+            return None
+        metrics = evaluate_fn(server_round, record_from_list(ndarrays, names))
+        central[server_round] = metrics
+        return 0.0, dict(metrics)
+
+    strategy: Strategy = FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=n,
+        min_evaluate_clients=0,
+        min_available_clients=n,
+        evaluate_fn=evaluate,
+        on_fit_config_fn=lambda server_round: {
+            "server-round": server_round,
+            ADAPTER_NAMES: json.dumps(names),
+        },
+        initial_parameters=ndarrays_to_parameters([initial[k].numpy() for k in names]),
+        fit_metrics_aggregation_fn=_mean_train_metrics,
+    )
+    if client_dp:
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy, client_dp.sigma, client_dp.clipping_norm, n
+        )
+    recorder = SecureRecorder(strategy, client_dp)
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=cfg.num_server_rounds), strategy=recorder
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=1.0,  # every client shares its mask seeds with all others
+            reconstruction_threshold=RECONSTRUCTION_FRACTION,
+            max_weight=1.0,
+            clipping_range=CLIPPING_RANGE,
+            quantization_range=QUANTIZATION_RANGE,
+        )
+    )
+    workflow(grid, legacy)
+    final = parameters_to_ndarrays(
+        compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+    )
+    return record_from_list(final, names), recorder, central
