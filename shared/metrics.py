@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 KS = (10, 50)
+NO_ITEM = -1  # fills ranked lists longer than what a small catalogue can offer; never a hit
 
 
 def top_k(user_vectors: np.ndarray, item_vectors: np.ndarray, exclude: list[list[int]], k: int) -> np.ndarray:
     """Exact top-k item indices per user by dot product, never returning an excluded item: [U, k]."""
-    out = np.empty((len(user_vectors), k), dtype=np.int64)
+    out = np.full((len(user_vectors), k), NO_ITEM, dtype=np.int64)
+    width = min(k, len(item_vectors))  # a catalogue smaller than k: the tail stays NO_ITEM
     for start in range(0, len(user_vectors), 1024):
         scores = user_vectors[start : start + 1024] @ item_vectors.T
         for row, seen in enumerate(exclude[start : start + 1024]):
             scores[row, seen] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-        out[start : start + len(scores)] = np.take_along_axis(part, order, axis=1)
+        out[start : start + len(scores), :width] = np.take_along_axis(part, order, axis=1)
     return out
 
 
@@ -31,7 +33,8 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, n_items: int, ks: t
         out[f"recall@{k}"] = float(hit.mean()) if len(targets) else 0.0
         gains = np.where(hit, 1.0 / np.log2(np.minimum(rank, k) + 2.0), 0.0)
         out[f"ndcg@{k}"] = float(gains.mean()) if len(targets) else 0.0
-    out["coverage@10"] = float(len(np.unique(ranked[:, :10])) / n_items) if len(targets) else 0.0
+    shown = np.unique(ranked[:, :10])
+    out["coverage@10"] = float(np.sum(shown != NO_ITEM) / n_items) if len(targets) else 0.0
     return out
 
 
@@ -49,9 +52,10 @@ def popularity_ranking(
     for history in train_histories:
         np.add.at(counts, history, 1.0)
     counts += np.linspace(0, 1e-6, n_items)[::-1]  # deterministic tie-break: catalogue order
-    ranked = np.empty((len(histories), max(KS)), dtype=np.int64)
+    ranked = np.full((len(histories), max(KS)), NO_ITEM, dtype=np.int64)
     order = np.argsort(-counts, kind="stable")
     for row, seen in enumerate(histories):
         seen_set = set(seen)
-        ranked[row] = [i for i in order[: max(KS) + len(seen_set)] if i not in seen_set][: max(KS)]
+        top = [i for i in order[: max(KS) + len(seen_set)] if i not in seen_set][: max(KS)]
+        ranked[row, : len(top)] = top
     return ranked

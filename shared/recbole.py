@@ -549,4 +549,36 @@ def _write_quarantine(set_aside: list[dict], quarantine_dir, name: str) -> str |
     return str(target)
 
 
-__all__ = ["AtomicDataset", "load_atomic", "SET_ASIDE_REASONS"]
+def write_user_subset(folder: str | Path, out: str | Path, users: list[str], name: str | None = None) -> Path:
+    """Copy `<folder>/<name>.*` to `out`, keeping only the rows of `users` (ids as in .user2index).
+
+    Rows are copied verbatim, so the subset keeps the dataset's own split; the item files are copied
+    whole, so a subset still ranks over ALL items. Used for quick benchmark runs on fewer users.
+    """
+    folder, out = Path(folder), Path(out)
+    name = name or _dataset_name(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    keep_ids = set(users)
+    index_of = {str(i): u for i, u in _index_file(folder / f"{name}.user2index", dense=False).items()}
+    unknown = keep_ids - set(index_of.values())
+    if unknown:
+        raise SchemaError(
+            f"{name}.user2index", f"{len(unknown)} user(s) not in the dataset, e.g. {sorted(unknown)[:3]}"
+        )
+    keep_tokens = keep_ids | {i for i, u in index_of.items() if u in keep_ids}
+    for suffix in (*REQUIRED_SUFFIXES, SEQUENCES_SUFFIX):
+        source = folder / f"{name}{suffix}"
+        if not source.is_file():
+            continue
+        lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+        if suffix in (".text", ".item2index"):
+            kept = lines
+        elif suffix == ".user2index":
+            kept = [line for line in lines if line.split("\t", 1)[0].strip() in keep_ids]
+        else:  # header, then rows whose first field is a kept user (index or id)
+            kept = lines[:1] + [line for line in lines[1:] if line.split("\t", 1)[0].strip() in keep_tokens]
+        (out / source.name).write_text("".join(kept), encoding="utf-8")
+    return out
+
+
+__all__ = ["AtomicDataset", "load_atomic", "write_user_subset", "SET_ASIDE_REASONS"]

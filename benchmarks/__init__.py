@@ -1,0 +1,1 @@
+"""Benchmarks of fedrec: quality (privacy–utility on real data) and performance."""

@@ -1,0 +1,290 @@
+"""results.md and the plots of the quality benchmark, rebuilt from whatever row JSONs exist.
+
+Rows that have no JSON are listed as "not run" with an estimated cost; no number is ever filled in
+for them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LABELS = {
+    "popularity": "popularity",
+    "zero-shot": "zero-shot MiniLM (untrained towers)",
+    "centralized": "centralized LoRA, non-private (one party, all users)",
+    "federated": "federated, non-private",
+    "dp-eps8": "federated, user-level DP, target ε=8",
+    "dp-eps3": "federated, user-level DP, target ε=3",
+    "dp-eps1": "federated, user-level DP, target ε=1",
+    "local-only": "local-only (each client alone, non-private; mean over clients)",
+    "client-dp": "federated, client-level DP (fixed clipping)",
+}
+ORDER = list(LABELS)
+PUBLISHED = {  # Recformer paper (KDD 2023), Table 2, Amazon Scientific: centralized, non-private
+    "SASRec": (0.1305, 0.0797),
+    "UniSRec": (0.1255, 0.0862),
+    "Recformer": (0.1448, 0.1027),
+}
+PROTOCOL = (
+    "Protocol: the dataset's own leave-one-out split (UniSRec's .valid/.test.inter files), ranking over "
+    "all 4,385 items, history excluded, Recall/NDCG @10/@50 (`shared/metrics.py`). Federated rows run "
+    "through Flower's simulation engine; their metrics come from the server's central evaluator reading "
+    "the same RecBole folder (so the same split). ε is per client at δ = 1e-5 (user-level rows: PRV "
+    "accountant composed over all rounds), from the run's server.json."
+)
+PRIVACY = {
+    "dp-eps8": "user-level DP",
+    "dp-eps3": "user-level DP",
+    "dp-eps1": "user-level DP",
+    "client-dp": "client-level DP",
+}
+
+# Cost model for rows not run (seconds on 2 CPU cores), from measurements on Amazon Scientific:
+ENCODE_S = 50.0  # one catalogue encoding, 4,385 items (measured 48 s)
+MESSAGE_S = 6.0  # a ClientApp message: load MiniLM + data + tokenize the catalogue
+SIMULATION_START_S = 60.0  # Ray + Flower start, partitions, server model
+
+
+def step_seconds(batch: int) -> float:
+    """One local DP-SGD or plain step at this batch size (3.7 s at 200 measured; linear in batch)."""
+    return 0.4 + 0.0165 * batch
+
+
+def estimate_seconds(row: str, plan: dict, measured_round_s: float | None = None) -> float:
+    """Rough cost of one row at `plan`; federated rows use a measured round time when one exists."""
+    clients, rounds, steps, batch = plan["clients"], plan["rounds"], plan["local_steps"], plan["batch_size"]
+    if row == "popularity":
+        return 5.0
+    if row == "zero-shot":
+        return ENCODE_S + 10
+    if row == "centralized":
+        return rounds * (clients * steps * step_seconds(batch) + ENCODE_S) + 15
+    if row == "local-only":
+        return clients * (rounds * steps * step_seconds(batch) + ENCODE_S + 5)
+    per_round = measured_round_s or (clients * steps * step_seconds(batch) + ENCODE_S + clients * MESSAGE_S)
+    return SIMULATION_START_S + rounds * per_round
+
+
+def load_rows(folder: Path) -> dict[str, dict]:
+    rows = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        rows[data["row"]] = data
+    return rows
+
+
+def epsilon_text(row: dict) -> str:
+    eps = row.get("epsilon")
+    if eps:
+        values = sorted(eps.values())
+        return f"{values[-1]:.2f} (max of {len(values)} clients; min {values[0]:.2f})"
+    client_level = row.get("client_level") or {}
+    found = {k: v for k, v in client_level.items() if "epsilon" in k and isinstance(v, int | float)}
+    if found:
+        return ", ".join(f"{k} {v:.2f}" for k, v in found.items()) + " (client-level)"
+    if row["row"] in PRIVACY:
+        return "see JSON"
+    return "∞ (non-private)" if row["row"] not in ("popularity", "zero-shot") else "— (no training)"
+
+
+def max_epsilon(row: dict) -> float | None:
+    eps = row.get("epsilon")
+    if eps:
+        return max(eps.values())
+    client_level = row.get("client_level") or {}
+    values = [v for k, v in client_level.items() if "epsilon" in k and isinstance(v, int | float)]
+    return max(values) if values else None
+
+
+def config_text(row: dict) -> str:
+    plan = row["plan"]
+    users = f"{row['data']['users']:,} users" if "data" in row else ""
+    if row["row"] in ("popularity", "zero-shot"):
+        return users
+    rc = row.get("run_config", {})
+    steps = rc.get("local-steps", plan["local_steps"])
+    rounds = rc.get("num-server-rounds", plan["rounds"])
+    if row["row"] == "centralized":
+        return f"{users}; 1 party, {rounds} rounds × {steps} steps, batch {plan['batch_size']}"
+    extra = ""
+    if row["row"] in PRIVACY and row["row"] != "client-dp":
+        sigmas = sorted((row.get("noise_multipliers") or {}).values())
+        if sigmas:
+            extra = f"; σ {sigmas[0]:.2f}–{sigmas[-1]:.2f}"
+    if row["row"] == "client-dp":
+        extra = f"; client σ {rc.get('client-noise-multiplier')}, C {rc.get('client-clipping-norm')}"
+    return (
+        f"{users}; {plan['clients']} clients (Dirichlet α={plan['alpha']}), {rounds} rounds × {steps} steps, "
+        f"batch {plan['batch_size']}{extra}"
+    )
+
+
+def table(rows: dict[str, dict], plan: dict | None, quick: bool) -> list[str]:
+    lines = [
+        "| row | ε per client (δ=1e-5) | test Recall@10 | test NDCG@10 | test Recall@50 | test NDCG@50 "
+        "| valid Recall@10 | wall time | config | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    measured_round = _measured_round_seconds(rows)
+    for name in ORDER:
+        row = rows.get(name)
+        if row is None:
+            cost = f"est. {estimate_seconds(name, plan, measured_round) / 60:.0f} min" if plan else "?"
+            flag = " --quick" if quick else ""
+            lines.append(
+                f"| {LABELS[name]} | not run | not run | not run | not run | not run | not run | {cost} | | "
+                f"`python -m benchmarks.quality --data DIR --rows {name}{flag}` |"
+            )
+            continue
+        t, v = row["test"], row["valid"]
+        lines.append(
+            f"| {LABELS[name]} | {epsilon_text(row)} | **{t['recall@10']:.4f}** | **{t['ndcg@10']:.4f}** | "
+            f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {v['recall@10']:.4f} | "
+            f"{row['wall_time_s'] / 60:.1f} min | "
+            f"{config_text(row)} | `{row['command']}` |"
+        )
+    for model, (recall, ndcg) in PUBLISHED.items():
+        lines.append(
+            f"| {model} (published; centralized, non-private) | ∞ | {recall:.4f} | {ndcg:.4f} | | | | | "
+            "Recformer paper, Table 2 | |"
+        )
+    return lines
+
+
+def write_report(results: Path) -> Path:
+    """Rebuild results.md, privacy_utility.png and learning_curves.png from the row JSONs."""
+    from benchmarks.quality import FULL, QUICK  # the plans, for cost estimates of rows not run
+
+    full = load_rows(results / "quality")
+    quick = load_rows(results / "quality" / "quick")
+    lines = [
+        "# Quality benchmark: Amazon Scientific, privacy–utility frontier",
+        "",
+        "Generated by `python -m benchmarks.quality --report` from `benchmarks/results/quality/*.json` "
+        "(full scale) and `quality/quick/*.json` (`--quick`). Do not edit by hand.",
+        "",
+        PROTOCOL,
+        "",
+        "## Full scale",
+        "",
+        *table(full, _plan_dict(FULL), quick=False),
+        "",
+        "## Quick scale (`--quick`: a seeded subsample of users, fewer clients, rounds and steps)",
+        "",
+        *table(quick, _plan_dict(QUICK), quick=True),
+        "",
+    ]
+    for title, rows in (("full", full), ("quick", quick)):
+        times = {name: row["round_times_s"] for name, row in rows.items() if row.get("round_times_s")}
+        if times:
+            lines.append(f"Per-round wall time ({title}, seconds, measured between central evaluations):")
+            lines.append("")
+            lines += [f"- {LABELS[name]}: {', '.join(f'{t:.0f}' for t in ts)}" for name, ts in times.items()]
+            lines.append("")
+    total_full = sum(
+        estimate_seconds(name, _plan_dict(FULL), _measured_round_seconds(full)) for name in ORDER
+    )
+    lines.append(
+        f"Estimated cost of every full-scale row (cost model in `benchmarks/_quality_report.py`, "
+        f"calibrated by measured round times where present): {total_full / 3600:.1f} h on 2 CPU cores."
+    )
+    lines.append("")
+    plot_rows, scale = (full, "full") if _has_federated(full) else (quick, "quick")
+    privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale)
+    learning_curves_plot(plot_rows, results / "learning_curves.png", scale)
+    lines.append(f"Plots (`privacy_utility.png`, `learning_curves.png`) show the {scale}-scale rows.")
+    out = results / "results.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = [(max_epsilon(r), r["test"]["recall@10"], name) for name, r in rows.items() if name in PRIVACY]
+    points = [p for p in points if p[0] is not None]
+    user_level = sorted(p for p in points if p[2] != "client-dp")
+    if user_level:
+        ax.plot(
+            [p[0] for p in user_level],
+            [p[1] for p in user_level],
+            "o-",
+            color="C0",
+            label="fedrec, user-level DP",
+        )
+        for eps, recall, _ in user_level:
+            ax.annotate(f"{recall:.3f}", (eps, recall), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for eps, recall, name in points:
+        if name == "client-dp":
+            ax.plot([eps], [recall], "s", color="C1", label="fedrec, client-level DP")
+    styles = {"SASRec": "C2", "UniSRec": "C4", "Recformer": "C3"}
+    for model, (recall, _) in PUBLISHED.items():
+        ax.axhline(
+            recall,
+            color=styles[model],
+            linestyle="--",
+            linewidth=1,
+            label=f"{model} (published, non-private)",
+        )
+    for name, style, label in (
+        ("federated", "C0", "fedrec federated, non-private"),
+        ("zero-shot", "grey", "zero-shot"),
+    ):
+        if name in rows:
+            ax.axhline(
+                rows[name]["test"]["recall@10"], color=style, linestyle=":", linewidth=1.5, label=label
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("ε per client (user-level, δ = 1e-5; max over clients)")
+    ax.set_ylabel("test Recall@10")
+    ax.set_title(f"Amazon Scientific: privacy–utility ({scale} scale)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curves_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in ORDER:
+        row = rows.get(name)
+        if not row or not row.get("curve"):
+            continue
+        curve = row["curve"]
+        ax.plot([p["round"] for p in curve], [p["valid-recall@10"] for p in curve], "o-", label=LABELS[name])
+    ax.set_xlabel("round")
+    ax.set_ylabel("valid Recall@10 (dataset's own split)")
+    ax.set_title(f"Learning curves ({scale} scale)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _has_federated(rows: dict[str, dict]) -> bool:
+    return any(name in rows for name in ("federated", *PRIVACY))
+
+
+def _measured_round_seconds(rows: dict[str, dict]) -> float | None:
+    times = [t for row in rows.values() for t in row.get("round_times_s") or []]
+    return sum(times) / len(times) if times else None
+
+
+def _plan_dict(plan) -> dict:
+    from dataclasses import asdict
+
+    return asdict(plan)

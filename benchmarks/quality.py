@@ -1,0 +1,408 @@
+"""Real-data quality benchmark: the privacy–utility frontier on a RecBole dataset (Amazon Scientific).
+
+    python -m benchmarks.quality --data ../shared/datasets/amazon-scientific            # every row
+    python -m benchmarks.quality --data DIR --rows popularity,zero-shot,federated      # some rows
+    python -m benchmarks.quality --data DIR --quick                                    # smoke scale
+    python -m benchmarks.quality --report                                              # table + plots
+
+Protocol (the field's, as in UniSRec/Recformer): the dataset's OWN leave-one-out split (valid = second
+to last, test = last item, from its .valid/.test.inter files), ranking over ALL items, the user's
+history excluded, Recall@10/@50 and NDCG@10/@50. Every row is evaluated on that split: in-process rows
+directly, federated rows by the server's central evaluator reading the same RecBole folder.
+
+Training data: every trained row (centralized, federated, local-only) trains on what a client derives
+from its own events (`shared.data.user_data`: repeated items dropped, split re-derived); in Amazon
+Scientific that differs from the dataset's train part for the 243 users with repeated items. No
+valid/test target of the dataset's split is ever in that training part unless it already is in the
+user's history (where the protocol excludes it from the ranking anyway).
+
+Each row writes `benchmarks/results/quality/<row>.json` (`quality/quick/` with --quick); `--report`
+(also run after every row) rebuilds `benchmarks/results/results.md` and the plots from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _quality_report as report
+from benchmarks._quality_data import BenchData, client_partitions, partition_summary, prepare, subset
+from shared.config import RunConfig
+from shared.data import UserData
+from shared.evaluation import evaluate_split
+from shared.item_cache import cache_key, catalogue_vectors
+from shared.metrics import popularity_ranking, ranking_metrics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FEDERATED_ROWS = {
+    "federated": {"private": False},
+    "dp-eps8": {"private": True, "target-epsilon": 8.0},
+    "dp-eps3": {"private": True, "target-epsilon": 3.0},
+    "dp-eps1": {"private": True, "target-epsilon": 1.0},
+    # Client-level DP (Flower's fixed-clipping wrapper on adapter updates), user-level DP-SGD off.
+    "client-dp": {"private": False, "client-noise-multiplier": 1.0, "client-clipping-norm": 0.1},
+}
+IN_PROCESS_ROWS = ("popularity", "zero-shot", "centralized", "local-only")
+ROWS = (
+    "popularity",
+    "zero-shot",
+    "centralized",
+    "federated",
+    "dp-eps8",
+    "dp-eps3",
+    "dp-eps1",
+    "local-only",
+    "client-dp",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The scale of a benchmark run: the same rows at every scale, only sizes change."""
+
+    users: int | None  # None: every user of the dataset; else a seeded subsample
+    clients: int
+    alpha: float  # Dirichlet concentration over each user's dominant category (smaller = more skewed)
+    rounds: int
+    local_steps: int  # per client per round; centralized gets clients * local_steps per round
+    batch_size: int
+    seed: int = 0
+    run_config: dict[str, Any] = field(default_factory=dict)  # further run-config knobs for every row
+
+
+FULL = Plan(users=None, clients=10, alpha=0.5, rounds=4, local_steps=10, batch_size=64)
+QUICK = Plan(users=1500, clients=4, alpha=0.5, rounds=1, local_steps=3, batch_size=32)
+
+
+def results_dir(results: Path, quick: bool) -> Path:
+    return results / "quality" / ("quick" if quick else "")
+
+
+def run_config(plan: Plan, extra: dict[str, Any] | None = None) -> RunConfig:
+    """The run config every trained row uses (learning rates, negatives, model size: pyproject defaults)."""
+    base = {
+        "num-server-rounds": plan.rounds,
+        "local-steps": plan.local_steps,
+        "batch-size": plan.batch_size,
+        "seed": plan.seed,
+        "min-clients": plan.clients,
+    }
+    return RunConfig.from_flower({**base, **plan.run_config, **(extra or {})})
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def run_popularity(bench: BenchData, plan: Plan) -> dict:
+    """Items ranked by how many users' training parts hold them (the dataset's train parts)."""
+    users = bench.dataset.users
+    out = {}
+    for split in ("valid", "test"):
+        histories, targets = users.split(split)
+        ranked = popularity_ranking(users.train, histories, bench.n_items)
+        out[split] = _plain(ranking_metrics(ranked, np.asarray(targets), bench.n_items))
+    return out
+
+
+def run_zero_shot(bench: BenchData, plan: Plan, cache: Path) -> dict:
+    """The untrained towers: MiniLM mean-pooled item vectors, recency-pooled history, zero head and bias."""
+    from shared.model import Recommender
+
+    model = Recommender(run_config(plan).model_config(bench.n_items))
+    vectors = catalogue_vectors(model, bench.texts, cache)
+    return {split: evaluate_split(model, vectors, bench.dataset.users, split) for split in ("valid", "test")}
+
+
+def run_centralized(bench: BenchData, plan: Plan, cache: Path) -> dict:
+    """One party holding every user, non-private, the federated step budget (clients x steps a round)."""
+    from client.train import train_round
+    from shared.model import Recommender
+
+    cfg = run_config(plan, {"private": False})
+    model = Recommender(cfg.model_config(bench.n_items))
+    tokens = model.tokenize(bench.texts)
+    vectors = catalogue_vectors(model, bench.texts, cache)
+    settings = replace(_settings(cfg), local_steps=plan.clients * plan.local_steps)
+    curve = [_curve_point(0, model, vectors, bench.dataset.users)]
+    for server_round in range(1, plan.rounds + 1):
+        seed = cfg.seed * 1_000_003 + server_round
+        train_round(model, bench.train_view.train, vectors, tokens, settings, round_seed=seed)
+        vectors = catalogue_vectors(model, bench.texts, cache)
+        curve.append(_curve_point(server_round, model, vectors, bench.dataset.users))
+        print(
+            f"centralized round {server_round}: valid recall@10 {curve[-1]['valid-recall@10']:.4f}",
+            flush=True,
+        )
+    out = {split: evaluate_split(model, vectors, bench.dataset.users, split) for split in ("valid", "test")}
+    return {**out, "curve": curve, "run_config": cfg.to_flower() | {"local-steps": settings.local_steps}}
+
+
+def run_local_only(bench: BenchData, plan: Plan, parts: list[list[str]], cache: Path) -> dict:
+    """Each client alone, non-private, on its own users, evaluated on its own users; mean over clients.
+
+    A client alone has nobody to synchronise with, so it trains its whole budget (rounds x local
+    steps) in one local round; its catalogue vectors are those of the untrained model during training
+    (federated rows refresh them every round). This saves one catalogue encoding per client and round.
+    """
+    from client.train import train_round
+    from shared.model import Recommender
+
+    cfg = run_config(plan, {"private": False})
+    settings = replace(_settings(cfg), local_steps=plan.rounds * plan.local_steps)
+    per_client = []
+    for index, users in enumerate(parts):
+        model = Recommender(cfg.model_config(bench.n_items))
+        tokens = model.tokenize(bench.texts)
+        vectors = catalogue_vectors(model, bench.texts, cache)
+        train = subset(bench.train_view, users).train
+        seed = cfg.seed * 1_000_003 + index * 1_009 + 1
+        train_round(model, train, vectors, tokens, settings, round_seed=seed)
+        vectors = model.encode_texts(bench.texts)  # one client's model: not worth caching
+        own = subset(bench.dataset.users, users)
+        scores = {split: evaluate_split(model, vectors, own, split) for split in ("valid", "test")}
+        per_client.append({"client": f"client-{index}", "users": len(own.users), **scores})
+        print(f"local-only client {index}: test recall@10 {scores['test']['recall@10']:.4f}", flush=True)
+    out: dict[str, Any] = {"per_client": per_client}
+    weights = np.array([c["users"] for c in per_client], dtype=float)
+    for split in ("valid", "test"):
+        keys = per_client[0][split].keys()
+        out[split] = {k: float(np.mean([c[split][k] for c in per_client])) for k in keys}
+        out[f"{split}_user_weighted"] = {
+            k: float(np.average([c[split][k] for c in per_client], weights=weights)) for k in keys
+        }
+    out["run_config"] = cfg.to_flower() | {"local-steps": settings.local_steps, "num-server-rounds": 1}
+    return out
+
+
+def run_federated(
+    bench: BenchData, plan: Plan, row: str, parts: list[list[str]], work: Path, cache: Path
+) -> dict:
+    """The real Flower simulation engine: the ServerApp and ClientApps of fedrec, one SuperNode per client."""
+    from shared.model import Recommender
+    from simulations.partition import write_partitions
+    from simulations.run import QUIET_FLOWER, run_flower_simulation
+
+    run_dir = (work / "runs" / row).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    write_partitions(bench.dataset.events, parts, run_dir / "partitions")
+    cfg = run_config(
+        plan,
+        {
+            **FEDERATED_ROWS[row],
+            "run-dir": str(run_dir),
+            "catalogue": str(bench.catalogue_csv.resolve()),
+            "central-eval": str(bench.folder),  # a RecBole folder: the dataset's own split
+        },
+    )
+    # The zero-shot catalogue vectors are the same in every run: seed the run's cache with them.
+    key = cache_key(Recommender(cfg.model_config(bench.n_items)), bench.texts)
+    zero_shot = cache / f"items-{key}.npy"
+    if zero_shot.exists():
+        (run_dir / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.copy(zero_shot, run_dir / "cache" / zero_shot.name)
+    os.environ.update(QUIET_FLOWER)
+    run_flower_simulation(cfg, plan.clients)
+
+    server = json.loads((run_dir / "server.json").read_text())
+    central = {r["round"]: r["central_eval"] for r in server["rounds"]}
+    final = central[plan.rounds]
+    curve = [
+        {"round": r, **{k: v for k, v in central[r].items() if k.endswith("@10")}} for r in sorted(central)
+    ]
+    privacy = server.get("privacy", {})
+    timings = [
+        json.loads(line) for line in (run_dir / "server" / "central-eval.jsonl").read_text().splitlines()
+    ]
+    timings = sorted(timings, key=lambda t: t["round"])
+    round_times = [
+        round(b["finished"] - a["finished"], 1) for a, b in zip(timings, timings[1:], strict=False)
+    ]
+    return {
+        "valid": {k.removeprefix("valid-"): v for k, v in final.items() if k.startswith("valid-")},
+        "test": {k.removeprefix("test-"): v for k, v in final.items() if k.startswith("test-")},
+        "curve": curve,
+        "round_times_s": round_times,
+        "epsilon": privacy.get("epsilon") or None,
+        "epsilon_rdp": privacy.get("epsilon_rdp") or None,
+        "noise_multipliers": privacy.get("noise_multipliers") or None,
+        "client_level": {k: v for k, v in privacy.items() if k.startswith("client")} or None,
+        "privacy": {k: v for k, v in privacy.items() if k != "history"},
+        "federated_eval_final": server["rounds"][-1].get("federated_eval"),
+        "run_dir": str(run_dir),
+        "run_config": {
+            k: v for k, v in cfg.to_flower().items() if k not in ("run-dir", "catalogue", "central-eval")
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def run_row(
+    row: str, bench: BenchData, plan: Plan, work: Path, results: Path, quick: bool, command: str
+) -> dict:
+    """Run one row and write its JSON; returns what was written."""
+    cache = work / "cache"
+    parts = client_partitions(bench, plan.clients, plan.alpha, plan.seed)
+    started = time.time()
+    if row == "popularity":
+        result = run_popularity(bench, plan)
+    elif row == "zero-shot":
+        result = run_zero_shot(bench, plan, cache)
+    elif row == "centralized":
+        result = run_centralized(bench, plan, cache)
+    elif row == "local-only":
+        result = run_local_only(bench, plan, parts, cache)
+    elif row in FEDERATED_ROWS:
+        result = run_federated(bench, plan, row, parts, work, cache)
+    else:
+        raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
+    result = {
+        "row": row,
+        "label": report.LABELS[row],
+        "quick": quick,
+        "command": command,
+        "plan": asdict(plan),
+        **result,
+        "wall_time_s": round(time.time() - started, 1),
+        "data": {
+            "folder": str(bench.folder),
+            "users": len(bench.dataset.users.users),
+            "items": bench.n_items,
+            "partition": f"dirichlet over derived dominant category, alpha={plan.alpha}, seed={plan.seed}",
+            **partition_summary(bench, parts),
+            "data_notes": bench.dataset.report["data_notes"],
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = results_dir(results, quick) / f"{row}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(
+        f"{row}: test recall@10 {result['test']['recall@10']:.4f} ndcg@10 {result['test']['ndcg@10']:.4f} "
+        f"({result['wall_time_s']:.0f} s) -> {out}",
+        flush=True,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data", help="RecBole atomic dataset folder (e.g. ../shared/datasets/amazon-scientific)"
+    )
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--quick", action="store_true", help=f"smoke scale: {QUICK}")
+    parser.add_argument("--report", action="store_true", help="only rebuild results.md and the plots")
+    parser.add_argument(
+        "--work", default="runs/quality", help="scratch folder (run folders, caches, subsets)"
+    )
+    parser.add_argument("--results", default=str(RESULTS), help="where results.md, plots and row JSONs go")
+    parser.add_argument("--users", type=int, help="override the plan: subsample this many users")
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--local-steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--run-config", default="", help='extra run-config knobs, e.g. "lora-rank=8"')
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    if args.report:
+        report.write_report(results)
+        return 0
+    if not args.data:
+        parser.error("--data is required (or --report)")
+    plan = QUICK if args.quick else FULL
+    overrides = {k: getattr(args, k) for k in ("users", "clients", "rounds", "local_steps", "batch_size")}
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    if args.run_config:
+        plan = replace(plan, run_config=dict(kv.split("=", 1) for kv in args.run_config.split()))
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    federated = [r for r in rows if r in FEDERATED_ROWS]
+    if len(federated) > 1 or (federated and len(rows) > 1):
+        # One Flower simulation (Ray) per process: every federated row runs in a child process.
+        for row in rows:
+            child = [
+                sys.executable,
+                "-m",
+                "benchmarks.quality",
+                *_without_rows(argv or sys.argv[1:]),
+                "--rows",
+                row,
+            ]
+            code = subprocess.run(child, check=False).returncode
+            if code != 0:
+                print(f"row {row} failed (exit {code}); carrying on", flush=True)
+        report.write_report(results)
+        return 0
+    bench = prepare(args.data, work, plan.users, plan.seed)
+    print(f"data: {bench.folder}: {bench.dataset.report['users']} users, {bench.n_items} items", flush=True)
+    command = _command(args, rows)
+    for row in rows:
+        run_row(row, bench, plan, work, results, args.quick, command)
+        report.write_report(results)
+    return 0
+
+
+def _settings(cfg: RunConfig):
+    from client.train import TrainSettings
+
+    return TrainSettings(
+        local_steps=cfg.local_steps,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lora_learning_rate=cfg.lora_learning_rate,
+        bias_learning_rate=cfg.bias_learning_rate,
+        private=False,
+        num_negatives=cfg.num_negatives,
+        hard_negatives=cfg.hard_negatives,
+    )
+
+
+def _curve_point(server_round: int, model, vectors: np.ndarray, users: UserData) -> dict:
+    point: dict[str, float] = {"round": server_round}
+    for split in ("valid", "test"):
+        scores = evaluate_split(model, vectors, users, split)
+        point.update({f"{split}-{k}": v for k, v in scores.items() if k.endswith("@10")})
+    return point
+
+
+def _plain(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "users"}
+
+
+def _without_rows(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--rows":
+            skip = True
+        elif not arg.startswith("--rows="):
+            out.append(arg)
+    return out
+
+
+def _command(args: argparse.Namespace, rows: list[str]) -> str:
+    parts = ["python -m benchmarks.quality", f"--data {args.data}", f"--rows {','.join(rows)}"]
+    parts += ["--quick"] if args.quick else []
+    for name in ("users", "clients", "rounds", "local_steps", "batch_size"):
+        if getattr(args, name) is not None:
+            parts.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
+    if args.run_config:
+        parts.append(f'--run-config "{args.run_config}"')
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Smoke test of the quality benchmark on a tiny RecBole folder: every in-process row, the report, the split.
+
+Federated rows (Flower simulation) are not run here; tests/test_end_to_end.py covers the engine, and the
+central evaluator's RecBole path is checked directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import quality
+from benchmarks._quality_data import item_categories
+from server.evaluation import central_users
+from shared.recbole import load_atomic, write_user_subset
+
+CATEGORY_PATHS = [
+    "Tapes, Adhesives & Sealants",
+    "Tapes, Adhesives & Sealants Adhesive Tapes Duct Tape",
+    "Lab & Scientific Products",
+    "Lab & Scientific Products Pipettes",
+    "Fasteners Screws Wood Screws",
+]
+BRANDS = ["Acme", "Kimtech", "Pyrex", "3M", "Eppendorf"]
+N_ITEMS = 30
+
+
+def item_text(i: int) -> str:
+    return f"Item number {i} v. {i % 3}. Industrial & Scientific {CATEGORY_PATHS[i % 5]}. {BRANDS[i % 5]}. "
+
+
+def tiny_sequences() -> dict[str, list[int]]:
+    """12 users, 4-7 items each, skewed so that popularity has a clear order; one user repeats an item."""
+    rng = np.random.default_rng(7)
+    weights = np.linspace(3, 0.2, N_ITEMS)
+    sequences = {}
+    for u in range(12):
+        length = 4 + u % 4
+        sequences[f"AU{u:02d}"] = [
+            int(i) for i in rng.choice(N_ITEMS, length, replace=False, p=weights / weights.sum())
+        ]
+    sequences["AU03"].insert(2, sequences["AU03"][0])  # a repeated item, as the real data has
+    return sequences
+
+
+def write_folder(folder: Path, sequences: dict[str, list[int]]) -> Path:
+    """The RecBole atomic files UniSRec publishes (item tokens are indices, histories untruncated)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    asins = [f"B{i:04d}" for i in range(N_ITEMS)]
+    users = sorted(sequences)
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    files = {
+        "item2index": "".join(f"{a}\t{i}\n" for i, a in enumerate(asins)),
+        "user2index": "".join(f"{u}\t{k}\n" for k, u in enumerate(users)),
+        "text": "item_id:token\ttext:token_seq\n"
+        + "".join(f"{a}\t{item_text(i)}\n" for i, a in enumerate(asins)),
+        "train.inter": header,
+        "valid.inter": header,
+        "test.inter": header,
+    }
+    for k, u in enumerate(users):
+        s = sequences[u]
+        for end in range(1, len(s) - 2):
+            files["train.inter"] += f"{k}\t{' '.join(map(str, s[:end]))}\t{s[end]}\n"
+        files["valid.inter"] += f"{k}\t{' '.join(map(str, s[:-2]))}\t{s[-2]}\n"
+        files["test.inter"] += f"{k}\t{' '.join(map(str, s[:-1]))}\t{s[-1]}\n"
+    for suffix, text in files.items():
+        (folder / f"Tiny.{suffix}").write_text(text)
+    return folder
+
+
+def popularity_by_hand(sequences: dict[str, list[int]]) -> float:
+    """Test Recall@10 of 'most frequent training items first, history excluded', written out plainly."""
+    counts = [0] * N_ITEMS
+    for s in sequences.values():
+        for item in s[:-2]:
+            counts[item] += 1
+    order = sorted(range(N_ITEMS), key=lambda i: (-counts[i], i))
+    hits = 0
+    for s in sequences.values():
+        seen = set(s[:-1])
+        top10 = [i for i in order if i not in seen][:10]
+        hits += s[-1] in top10
+    return hits / len(sequences)
+
+
+def test_item_categories_are_top_level_nodes_of_the_path() -> None:
+    texts = [item_text(i) for i in range(5)] + ["Mr. Heater Kit. . Mr. Heater. "]
+    assert item_categories(texts) == [
+        "Tapes, Adhesives & Sealants",
+        "Tapes, Adhesives & Sealants",
+        "Lab & Scientific Products",
+        "Lab & Scientific Products",
+        "Fasteners Screws",  # no node is a prefix of it: its first two words
+        "(none)",
+    ]
+
+
+def test_user_subset_keeps_the_dataset_split(tmp_path: Path) -> None:
+    sequences = tiny_sequences()
+    folder = write_folder(tmp_path / "tiny", sequences)
+    keep = ["AU01", "AU03", "AU10"]
+    part = load_atomic(write_user_subset(folder, tmp_path / "sub", keep))
+    whole = load_atomic(folder)
+    assert part.users.users == keep
+    for name in ("train", "valid", "test"):
+        rows = [whole.users.users.index(u) for u in keep]
+        assert getattr(part.users, name) == [getattr(whole.users, name)[i] for i in rows]
+    assert len(part.catalogue) == N_ITEMS  # still ranks over every item
+
+
+def test_central_evaluator_reads_the_recbole_split_and_checks_item_order(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "tiny", tiny_sequences())
+    dataset = load_atomic(folder)
+    good = tmp_path / "catalogue.csv"
+    dataset.catalogue.to_csv(good, index=False)
+    users = central_users(good, folder, tmp_path / "q")
+    assert users.test == dataset.users.test and users.train == dataset.users.train
+    repeated = users.train[dataset.users.users.index("AU03")]
+    assert len(set(repeated)) < len(repeated)  # repeats kept exactly as published
+    bad = tmp_path / "shuffled.csv"
+    dataset.catalogue.iloc[::-1].to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="same order"):
+        central_users(bad, folder, tmp_path / "q")
+
+
+def test_in_process_rows_and_report(tmp_path: Path) -> None:
+    sequences = tiny_sequences()
+    folder = write_folder(tmp_path / "tiny", sequences)
+    results = tmp_path / "results"
+    rows = ["popularity", "zero-shot", "centralized", "local-only"]
+    argv = [
+        "--data",
+        str(folder),
+        "--rows",
+        ",".join(rows),
+        "--results",
+        str(results),
+        "--work",
+        str(tmp_path / "w"),
+    ]
+    argv += ["--clients", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "4"]
+    assert quality.main(argv) == 0
+
+    written = {row: json.loads((results / "quality" / f"{row}.json").read_text()) for row in rows}
+    for row, data in written.items():
+        for split in ("valid", "test"):
+            for metric in ("recall@10", "ndcg@10", "recall@50", "ndcg@50"):
+                assert 0.0 <= data[split][metric] <= 1.0, (row, split, metric)
+            assert data[split]["ndcg@10"] <= data[split]["recall@10"]
+            assert data[split]["recall@10"] <= data[split]["recall@50"]
+        assert data["data"]["users"] == len(sequences)
+    assert written["popularity"]["test"]["recall@10"] == pytest.approx(popularity_by_hand(sequences))
+    assert written["centralized"]["curve"][0]["round"] == 0 and len(written["centralized"]["curve"]) == 2
+    # Zero-shot is the centralized model before training: same towers, same split.
+    assert written["centralized"]["curve"][0]["test-recall@10"] == pytest.approx(
+        written["zero-shot"]["test"]["recall@10"]
+    )
+    local = written["local-only"]
+    assert len(local["per_client"]) == 2
+    assert sum(c["users"] for c in local["per_client"]) == len(sequences)
+    assert local["test"]["recall@10"] == pytest.approx(
+        np.mean([c["test"]["recall@10"] for c in local["per_client"]])
+    )
+
+    table = (results / "results.md").read_text()
+    for row in quality.ROWS:
+        assert quality.report.LABELS[row] in table
+    for name in ("SASRec", "UniSRec", "Recformer"):
+        assert name in table
+    full_table = table.split("## Quick scale")[0]
+    not_run = [line for line in full_table.splitlines() if "| not run |" in line]
+    assert len(not_run) == len(quality.ROWS) - len(rows)
+    assert all("est." in line and "min" in line for line in not_run)
+    assert f"{written['popularity']['test']['recall@10']:.4f}" in full_table
+    assert (results / "privacy_utility.png").stat().st_size > 0
+    assert (results / "learning_curves.png").stat().st_size > 0
