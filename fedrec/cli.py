@@ -68,7 +68,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import main as audit_main
 
-    return audit_main(args.run_dir, args.cap)
+    status = audit_main(args.run_dir, args.cap)
+    if args.attack:
+        from server.attack import main as attack_main
+
+        members = sorted(str(p) for p in Path(args.run_dir).glob("partitions/*/events.csv"))
+        if not members:
+            raise FileNotFoundError(f"{args.run_dir}: no partitions/*/events.csv (members) to attack with")
+        attack = ["--members", *members, "--nonmembers", args.attack, "--max-users", str(args.max_users)]
+        status = max(status, attack_main([args.run_dir, *attack]))
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="verify every privacy ledger of a run and report ε per client")
     aud.add_argument("run_dir")
     aud.add_argument("--cap", type=float, help="ε cap to check (default: the cap each ledger recorded)")
+    aud.add_argument(
+        "--attack",
+        metavar="NONMEMBERS",
+        help="also run the membership-inference attack: events file of users held out of training",
+    )
+    aud.add_argument("--max-users", type=int, default=600, help="attack: users scored per side")
     aud.set_defaults(func=cmd_audit)
     return parser
 
