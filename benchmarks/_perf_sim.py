@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
         "before_strategy_s": (first - started) if first else None,
         "per_round": round_timings(stamps.events, args.rounds),
         "events": stamps.events,
-        "peak_rss_mb_driver": summary["peak_rss_mb_driver"],
     }
     Path(args.result).write_text(json.dumps(result, indent=2))
 
