@@ -80,9 +80,8 @@ def epsilon_text(row: dict) -> str:
         values = sorted(eps.values())
         return f"{values[-1]:.2f} (max of {len(values)} clients; min {values[0]:.2f})"
     client_level = row.get("client_level") or {}
-    found = {k: v for k, v in client_level.items() if "epsilon" in k and isinstance(v, int | float)}
-    if found:
-        return ", ".join(f"{k} {v:.2f}" for k, v in found.items()) + " (client-level)"
+    if isinstance(client_level.get("epsilon"), int | float):
+        return f"{client_level['epsilon']:.2f} (client-level, {client_level.get('accountant', 'rdp')})"
     if row["row"] in PRIVACY:
         return "see JSON"
     return "∞ (non-private)" if row["row"] not in ("popularity", "zero-shot") else "— (no training)"
@@ -93,8 +92,8 @@ def max_epsilon(row: dict) -> float | None:
     if eps:
         return max(eps.values())
     client_level = row.get("client_level") or {}
-    values = [v for k, v in client_level.items() if "epsilon" in k and isinstance(v, int | float)]
-    return max(values) if values else None
+    value = client_level.get("epsilon")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def config_text(row: dict) -> str:
@@ -105,6 +104,13 @@ def config_text(row: dict) -> str:
     rc = row.get("run_config", {})
     steps = rc.get("local-steps", plan["local_steps"])
     rounds = rc.get("num-server-rounds", plan["rounds"])
+    if row["row"] == "local-only":
+        same = row.get("same_users") or {}
+        refs = ", ".join(f"{name} {m['recall@10']:.4f}" for name, m in same.items())
+        return (
+            f"{users}; {plan['clients']} clients alone, 1 round × {steps} steps, batch {plan['batch_size']}"
+            + (f"; on the same users' test Recall@10: {refs}" if refs else "")
+        )
     if row["row"] == "centralized":
         return f"{users}; 1 party, {rounds} rounds × {steps} steps, batch {plan['batch_size']}"
     extra = ""
