@@ -81,7 +81,7 @@ def epsilon_text(row: dict) -> str:
         return f"{values[-1]:.2f} (max of {len(values)} clients; min {values[0]:.2f})"
     client_level = row.get("client_level") or {}
     if isinstance(client_level.get("epsilon"), int | float):
-        return f"{client_level['epsilon']:.2f} (client-level, {client_level.get('accountant', 'rdp')})"
+        return f"{client_level['epsilon']:.2f} client-level (Flower RDP; no user-level DP)"
     if row["row"] in PRIVACY:
         return "see JSON"
     return "∞ (non-private)" if row["row"] not in ("popularity", "zero-shot") else "— (no training)"
@@ -188,6 +188,16 @@ def write_report(results: Path) -> Path:
             lines.append("")
             lines += [f"- {LABELS[name]}: {', '.join(f'{t:.0f}' for t in ts)}" for name, ts in times.items()]
             lines.append("")
+    for title, rows in (("full", full), ("quick", quick)):
+        if rows:
+            total = sum(row["wall_time_s"] for row in rows.values())
+            loads = [row["load_average_at_end"][0] for row in rows.values() if "load_average_at_end" in row]
+            load = f"; 1-min load average at row ends {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+            lines.append(
+                f"Measured ({title}): the {len(rows)} rows run took {total / 60:.0f} min in all (row wall "
+                f"times, process starts excluded; 2 CPU cores shared with other jobs{load})."
+            )
+            lines.append("")
     total_full = sum(
         estimate_seconds(name, _plan_dict(FULL), _measured_round_seconds(full)) for name in ORDER
     )
@@ -207,11 +217,12 @@ def write_report(results: Path) -> Path:
 
 def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     points = [(max_epsilon(r), r["test"]["recall@10"], name) for name, r in rows.items() if name in PRIVACY]
     points = [p for p in points if p[0] is not None]
     user_level = sorted(p for p in points if p[2] != "client-dp")
@@ -246,11 +257,11 @@ def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
                 rows[name]["test"]["recall@10"], color=style, linestyle=":", linewidth=1.5, label=label
             )
     ax.set_xscale("log")
-    ax.set_xlabel("ε per client (user-level, δ = 1e-5; max over clients)")
+    ax.set_xlabel("ε at δ = 1e-5 (circles: user-level, max over clients; square: client-level)")
     ax.set_ylabel("test Recall@10")
     ax.set_title(f"Amazon Scientific: privacy–utility ({scale} scale)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -259,6 +270,7 @@ def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
 
 def learning_curves_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,6 +282,7 @@ def learning_curves_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
             continue
         curve = row["curve"]
         ax.plot([p["round"] for p in curve], [p["valid-recall@10"] for p in curve], "o-", label=LABELS[name])
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("valid Recall@10 (dataset's own split)")
     ax.set_title(f"Learning curves ({scale} scale)")

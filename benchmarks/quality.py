@@ -315,6 +315,7 @@ def run_row(
             "data_notes": bench.dataset.report["data_notes"],
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
     }
     out = results_dir(results, quick) / f"{row}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
