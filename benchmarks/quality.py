@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "--work", default="runs/quality", help="scratch folder (run folders, caches, subsets)"
     )
     parser.add_argument("--results", default=str(RESULTS), help="where results.md, plots and row JSONs go")
+    parser.add_argument("--no-new-row-after", help="HH:MM (UTC): start no further row after this time")
     parser.add_argument("--users", type=int, help="override the plan: subsample this many users")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--rounds", type=int)
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(federated) > 1 or (federated and len(rows) > 1):
         # One Flower simulation (Ray) per process: every federated row runs in a child process.
         for row in rows:
+            if args.no_new_row_after and time.strftime("%H:%M", time.gmtime()) >= args.no_new_row_after:
+                print(f"row {row} not started: past {args.no_new_row_after} UTC", flush=True)
+                continue
             child = [
                 sys.executable,
                 "-m",
