@@ -650,7 +650,7 @@ def bench_rss(bench: Bench) -> dict[str, Any]:
     out["users"] = len(data["client_users"].train)
     out["catalogue_items"] = len(data["catalogue"])
     out["note"] = (
-        "one process per mode: imports, data load, model load, catalogue vectors read from the shared "
+        "One process per mode: imports, data load, model load, catalogue vectors read from the shared "
         "cache, local steps, ledger + PRV accounting (DP), reply. Peak RSS is the process's VmHWM "
         "(/proc/self/status). Its getrusage ru_maxrss is reported too, but Linux carries the parent's "
         "resident size at fork into it through exec, so it reads at least the benchmark driver's size"
