@@ -126,11 +126,20 @@ def config_text(row: dict) -> str:
     )
 
 
+def best_valid_text(row: dict) -> str:
+    """Model selection on the valid split: the round of highest valid Recall@10 (earliest on a tie)."""
+    curve = row.get("curve") or []
+    if len(curve) < 2:
+        return ""
+    best = max(curve, key=lambda p: (p["valid-recall@10"], -p["round"]))
+    return f"{best['test-recall@10']:.4f} / {best['test-ndcg@10']:.4f} (round {best['round']})"
+
+
 def table(rows: dict[str, dict], plan: dict | None, quick: bool) -> list[str]:
     lines = [
         "| row | ε per client (δ=1e-5) | test Recall@10 | test NDCG@10 | test Recall@50 | test NDCG@50 "
-        "| valid Recall@10 | wall time | config | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| valid Recall@10 | test R@10 / N@10 at the best-valid round | wall time | config | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     measured_round = _measured_round_seconds(rows)
     for name in ORDER:
@@ -139,20 +148,21 @@ def table(rows: dict[str, dict], plan: dict | None, quick: bool) -> list[str]:
             cost = f"est. {estimate_seconds(name, plan, measured_round) / 60:.0f} min" if plan else "?"
             flag = " --quick" if quick else ""
             lines.append(
-                f"| {LABELS[name]} | not run | not run | not run | not run | not run | not run | {cost} | | "
+                f"| {LABELS[name]} | not run | not run | not run | not run | not run | not run | | {cost} | "
+                "| "
                 f"`python -m benchmarks.quality --data DIR --rows {name}{flag}` |"
             )
             continue
         t, v = row["test"], row["valid"]
         lines.append(
             f"| {LABELS[name]} | {epsilon_text(row)} | **{t['recall@10']:.4f}** | **{t['ndcg@10']:.4f}** | "
-            f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {v['recall@10']:.4f} | "
+            f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {v['recall@10']:.4f} | {best_valid_text(row)} | "
             f"{row['wall_time_s'] / 60:.1f} min | "
             f"{config_text(row)} | `{row['command']}` |"
         )
     for model, (recall, ndcg) in PUBLISHED.items():
         lines.append(
-            f"| {model} (published; centralized, non-private) | ∞ | {recall:.4f} | {ndcg:.4f} | | | | | "
+            f"| {model} (published; centralized, non-private) | ∞ | {recall:.4f} | {ndcg:.4f} | | | | | | "
             "Recformer paper, Table 2 | |"
         )
     return lines
@@ -210,6 +220,9 @@ def write_report(results: Path) -> Path:
     privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale)
     learning_curves_plot(plot_rows, results / "learning_curves.png", scale)
     lines.append(f"Plots (`privacy_utility.png`, `learning_curves.png`) show the {scale}-scale rows.")
+    notes = results / "quality" / "notes.md"  # hand-written findings, kept apart from generated numbers
+    if notes.exists():
+        lines += ["", "## Notes (hand-written: `benchmarks/results/quality/notes.md`)", "", notes.read_text()]
     out = results / "results.md"
     out.write_text("\n".join(lines) + "\n")
     return out
