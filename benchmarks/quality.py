@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -379,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--rows",
                 row,
             ]
-            code = subprocess.run(child, check=False).returncode
+            work_row = Path(args.work) / ("quick" if args.quick else "full") / "runs" / row
+            code = _run_child(child, work_row if row in FEDERATED_ROWS else None)
             if code != 0:
                 print(f"row {row} failed (exit {code}); carrying on", flush=True)
         report.write_report(results)
@@ -391,6 +393,37 @@ def main(argv: list[str] | None = None) -> int:
         run_row(row, bench, plan, work, results, args.quick, command)
         report.write_report(results)
     return 0
+
+
+STARTUP_LIMIT_S = 600  # a Flower simulation whose round-0 evaluation has not happened by then is stuck
+
+
+def _run_child(command: list[str], run_dir: Path | None, attempts: int = 2) -> int:
+    """Run one row in a child process; retry a federated row whose simulation never starts.
+
+    Ray's raylet can fail to come up when other Ray clusters start on the machine at the same moment;
+    the simulation then waits forever. Such a child (no central evaluation written within
+    STARTUP_LIMIT_S) is killed with its whole process group and started again.
+    """
+    code = 1
+    for attempt in range(1, attempts + 1):
+        started = time.time()
+        child = subprocess.Popen(command, start_new_session=True)
+        while (code := child.poll()) is None:
+            time.sleep(10)
+            log = run_dir / "server" / "central-eval.jsonl" if run_dir else None
+            if log is not None and time.time() - started > STARTUP_LIMIT_S and not log.exists():
+                print(
+                    f"{run_dir.name}: no round-0 evaluation after {STARTUP_LIMIT_S} s; killing it", flush=True
+                )
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                code = -9
+                break
+        if code != -9:
+            return code
+        print(f"{run_dir.name}: attempt {attempt} stuck at start-up", flush=True)
+    return code
 
 
 def _settings(cfg: RunConfig):
