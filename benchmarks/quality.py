@@ -395,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-STARTUP_LIMIT_S = 600  # a Flower simulation whose round-0 evaluation has not happened by then is stuck
+STARTUP_LIMIT_S = 240  # a Flower simulation whose round-0 evaluation has not happened by then is stuck
 
 
-def _run_child(command: list[str], run_dir: Path | None, attempts: int = 2) -> int:
+def _run_child(command: list[str], run_dir: Path | None, attempts: int = 3) -> int:
     """Run one row in a child process; retry a federated row whose simulation never starts.
 
     Ray's raylet can fail to come up when other Ray clusters start on the machine at the same moment;
