@@ -245,6 +245,9 @@ def run_federated(
         (run_dir / "cache").mkdir(parents=True, exist_ok=True)
         shutil.copy(zero_shot, run_dir / "cache" / zero_shot.name)
     os.environ.update(QUIET_FLOWER)
+    # A Ray temp dir of our own: with other Ray clusters starting on the machine under the shared
+    # /tmp/ray, the raylet sometimes never came up and the simulation waited forever.
+    os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-quality-{os.getpid()}")
     run_flower_simulation(cfg, plan.clients)
 
     server = json.loads((run_dir / "server.json").read_text())
