@@ -192,8 +192,8 @@ def test_hnsw_above_the_threshold(tmp_path, inputs):
     folder = write_artifact(tmp_path, round=1, flat_max_items=10, **inputs)
     art = load_artifact(folder)
     assert art.manifest["index_type"] == "IndexHNSWFlat"
-    assert art.manifest["index_params"] == {"M": 32, "efConstruction": 40, "efSearch": 64}
-    assert isinstance(art.index, faiss.IndexHNSWFlat) and art.index.hnsw.efSearch == 64
+    assert art.manifest["index_params"] == {"M": 32, "efConstruction": 40, "efSearch": 256}
+    assert isinstance(art.index, faiss.IndexHNSWFlat) and art.index.hnsw.efSearch == 256
     assert art.index.metric_type == faiss.METRIC_INNER_PRODUCT
     np.testing.assert_array_equal(art.item_rows(), inputs["item_vectors"])
     np.testing.assert_array_equal(art.item_vectors(), inputs["item_vectors"][:, :DIM])
