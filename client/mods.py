@@ -59,8 +59,8 @@ def legacy_train_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) 
     arrays = record_from_list(parameters_to_ndarrays(fitins.parameters), names)
     msg.content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
     reply = call_next(msg, ctxt)
-    if reply.has_error():
-        return reply
+    if reply.has_error():  # e.g. the budget cap: SecAgg+ has no error reply, so the client drops out
+        raise RuntimeError(f"not taking part in this SecAgg+ round: {reply.error.reason}")
     out = reply.content
     record = out["arrays"]
     metrics = dict(out["metrics"])

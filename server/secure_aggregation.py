@@ -161,6 +161,12 @@ def run_secure(
         )
     )
     workflow(grid, legacy)
+    for server_round in range(1, cfg.num_server_rounds + 1):
+        if server_round not in recorder.train_metrics and server_round not in recorder.stopped:
+            recorder.skipped.setdefault(server_round, []).append(
+                "SecAgg+ halted: too few clients sent a masked update (a client refusing to train, e.g."
+                " at its privacy cap, is a dropout here; the reason is in its log); no aggregate this round"
+            )
     final = parameters_to_ndarrays(
         compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
     )
