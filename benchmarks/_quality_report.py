@@ -168,6 +168,41 @@ def table(rows: dict[str, dict], plan: dict | None, quick: bool) -> list[str]:
     return lines
 
 
+def variants_table(default: dict[str, dict], folder: Path) -> list[str]:
+    """One line per tried model change (`--variant`): its row against the default row it changes."""
+    found = [(v.name, row) for v in sorted(folder.glob("*/")) for row in load_rows(v).values()]
+    if not found:
+        return []
+    lines = [
+        "| variant | row | change (vs the default plan and pyproject config) | ε | test Recall@10 (Δ) "
+        "| test NDCG@10 (Δ) | test R@10 / N@10 at the best-valid round | wall time | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in found:
+        base, t = default.get(row["row"]), row["test"]
+        recall, ndcg = (
+            f"**{t[m]:.4f}** ({t[m] - base['test'][m]:+.4f})" if base else f"**{t[m]:.4f}** (no default row)"
+            for m in ("recall@10", "ndcg@10")
+        )
+        lines.append(
+            f"| {name} | {LABELS[row['row']]} | {change_text(row)} | {epsilon_text(row)} "
+            f"| {recall} | {ndcg} | "
+            f"{best_valid_text(row)} | {row['wall_time_s'] / 60:.1f} min | `{row['command']}` |"
+        )
+    return lines
+
+
+def change_text(row: dict) -> str:
+    """What a variant changed: its plan overrides and extra run-config knobs."""
+    from benchmarks.quality import FULL, QUICK
+
+    default = _plan_dict(QUICK if row["quick"] else FULL)
+    plan = row["plan"]
+    changes = [f"{k}={plan[k]}" for k in default if k != "run_config" and plan.get(k) != default[k]]
+    changes += [f"{k}={v}" for k, v in (plan.get("run_config") or {}).items()]
+    return ", ".join(changes) or "none"
+
+
 def write_report(results: Path) -> Path:
     """Rebuild results.md, privacy_utility.png and learning_curves.png from the row JSONs."""
     from benchmarks.quality import FULL, QUICK  # the plans, for cost estimates of rows not run
@@ -191,6 +226,16 @@ def write_report(results: Path) -> Path:
         *table(quick, _plan_dict(QUICK), quick=True),
         "",
     ]
+    tried = variants_table(full, results / "quality" / "variants")
+    if tried:
+        lines += [
+            "## Model changes tried (full scale): what each bought",
+            "",
+            "Each is one default row re-run with one change (`--variant`); Δ is against that default row.",
+            "",
+            *tried,
+            "",
+        ]
     for title, rows in (("full", full), ("quick", quick)):
         times = {name: row["round_times_s"] for name, row in rows.items() if row.get("round_times_s")}
         if times:

@@ -4,6 +4,8 @@
     python -m benchmarks.quality --data DIR --rows popularity,zero-shot,federated      # some rows
     python -m benchmarks.quality --data DIR --quick                                    # smoke scale
     python -m benchmarks.quality --report                                              # table + plots
+    python -m benchmarks.quality --data DIR --rows federated \
+        --run-config "bias-learning-rate=0.01" --variant bias-lr-0.01                  # a model change
 
 Protocol (the field's, as in UniSRec/Recformer): the dataset's OWN leave-one-out split (valid = second
 to last, test = last item, from its .valid/.test.inter files), ranking over ALL items, the user's
@@ -18,6 +20,8 @@ user's history (where the protocol excludes it from the ranking anyway).
 
 Each row writes `benchmarks/results/quality/<row>.json` (`quality/quick/` with --quick); `--report`
 (also run after every row) rebuilds `benchmarks/results/results.md` and the plots from those files.
+A `--variant NAME` run (a model change being tried) writes `quality/variants/NAME/<row>.json` instead;
+results.md lists each variant against the default row it changes: what the change bought.
 """
 
 from __future__ import annotations
@@ -284,9 +288,9 @@ def run_federated(
 
 # ---------------------------------------------------------------------------------------------- driver
 def run_row(
-    row: str, bench: BenchData, plan: Plan, work: Path, results: Path, quick: bool, command: str
+    row: str, bench: BenchData, plan: Plan, work: Path, out_dir: Path, quick: bool, command: str
 ) -> dict:
-    """Run one row and write its JSON; returns what was written."""
+    """Run one row and write its JSON into `out_dir`; returns what was written."""
     cache = work / "cache"
     parts = client_partitions(bench, plan.clients, plan.alpha, plan.seed)
     started = time.time()
@@ -321,7 +325,7 @@ def run_row(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
     }
-    out = results_dir(results, quick) / f"{row}.json"
+    out = out_dir / f"{row}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(
@@ -351,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--run-config", default="", help='extra run-config knobs, e.g. "lora-rank=8"')
+    parser.add_argument(
+        "--variant",
+        help="name of a model change being tried (with --run-config or plan overrides): its rows go to "
+        "quality/variants/NAME/ and results.md compares them with the default rows",
+    )
     args = parser.parse_args(argv)
     results = Path(args.results)
     if args.report:
@@ -368,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {unknown}; rows: {', '.join(ROWS)}")
     work = Path(args.work) / ("quick" if args.quick else "full")
+    out_dir = results_dir(results, args.quick)
+    if args.variant:
+        work, out_dir = work / "variants" / args.variant, out_dir / "variants" / args.variant
     federated = [r for r in rows if r in FEDERATED_ROWS]
     if len(federated) > 1 or (federated and len(rows) > 1):
         # One Flower simulation (Ray) per process: every federated row runs in a child process.
@@ -383,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--rows",
                 row,
             ]
-            work_row = Path(args.work) / ("quick" if args.quick else "full") / "runs" / row
-            code = _run_child(child, work_row if row in FEDERATED_ROWS else None)
+            code = _run_child(child, work / "runs" / row if row in FEDERATED_ROWS else None)
             if code != 0:
                 print(f"row {row} failed (exit {code}); carrying on", flush=True)
         report.write_report(results)
@@ -393,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {bench.folder}: {bench.dataset.report['users']} users, {bench.n_items} items", flush=True)
     command = _command(args, rows)
     for row in rows:
-        run_row(row, bench, plan, work, results, args.quick, command)
+        run_row(row, bench, plan, work, out_dir, args.quick, command)
         report.write_report(results)
     return 0
 
@@ -476,6 +487,8 @@ def _command(args: argparse.Namespace, rows: list[str]) -> str:
             parts.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
     if args.run_config:
         parts.append(f'--run-config "{args.run_config}"')
+    if args.variant:
+        parts.append(f"--variant {args.variant}")
     return " ".join(parts)
 
 

@@ -178,3 +178,18 @@ def test_in_process_rows_and_report(tmp_path: Path) -> None:
     assert f"{written['popularity']['test']['recall@10']:.4f}" in full_table
     assert (results / "privacy_utility.png").stat().st_size > 0
     assert (results / "learning_curves.png").stat().st_size > 0
+
+    # A model change tried with --variant lands beside the default row, which it leaves alone, and the
+    # report states what it bought against that row.
+    default_centralized = (results / "quality" / "centralized.json").read_text()
+    variant = (
+        argv[:3] + ["centralized"] + argv[4:] + ["--run-config", "bias-learning-rate=0.5", "--variant", "hot"]
+    )
+    assert quality.main(variant) == 0
+    assert (results / "quality" / "centralized.json").read_text() == default_centralized
+    tried = json.loads((results / "quality" / "variants" / "hot" / "centralized.json").read_text())
+    assert tried["plan"]["run_config"] == {"bias-learning-rate": "0.5"}
+    section = (results / "results.md").read_text().split("## Model changes tried")[1]
+    line = next(line for line in section.splitlines() if line.startswith("| hot |"))
+    delta = tried["test"]["recall@10"] - written["centralized"]["test"]["recall@10"]
+    assert "bias-learning-rate=0.5" in line and f"({delta:+.4f})" in line
