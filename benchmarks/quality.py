@@ -419,25 +419,21 @@ def _run_child(command: list[str], run_dir: Path | None, attempts: int = 3) -> i
     the simulation then waits forever. Such a child (no central evaluation written within
     STARTUP_LIMIT_S) is killed with its whole process group and started again.
     """
-    code = 1
+    log = run_dir / "server" / "central-eval.jsonl" if run_dir else None
     for attempt in range(1, attempts + 1):
         started = time.time()
         child = subprocess.Popen(command, start_new_session=True)
         while (code := child.poll()) is None:
             time.sleep(10)
-            log = run_dir / "server" / "central-eval.jsonl" if run_dir else None
             if log is not None and time.time() - started > STARTUP_LIMIT_S and not log.exists():
-                print(
-                    f"{run_dir.name}: no round-0 evaluation after {STARTUP_LIMIT_S} s; killing it", flush=True
-                )
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-                code = -9
                 break
-        if code != -9:
-            return code
+        else:
+            return code  # finished (a child killed by anything else, e.g. out of memory, is not retried)
+        print(f"{run_dir.name}: no round-0 evaluation after {STARTUP_LIMIT_S} s; killing it", flush=True)
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
         print(f"{run_dir.name}: attempt {attempt} stuck at start-up", flush=True)
-    return code
+    return -signal.SIGKILL
 
 
 def _settings(cfg: RunConfig):
