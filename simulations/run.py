@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from shared.config import RunConfig
 from shared.data import user_data
 from shared.metrics import popularity_ranking, ranking_metrics
@@ -133,6 +135,18 @@ def simulate(
     return summary
 
 
+def fork_safe_blas() -> threadpool_limits:
+    """Single-threaded numpy BLAS while the simulation runs: Ray's start-up must not deadlock.
+
+    Flower starts the ServerApp thread (round-0 evaluation: numpy matmuls) while the main thread
+    starts Ray, which forks its daemons. numpy's OpenBLAS shuts its worker threads down at every fork
+    (pthread_atfork); a fork during a multi-threaded BLAS call leaves that call, and with it the
+    evaluation and often the fork itself, waiting forever. One BLAS thread never hands work to
+    workers. Torch (the encoder) keeps its own threads.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
     """The real Flower simulation engine (Ray), one virtual SuperNode per client, one CPU each."""
     from flwr.simulation import run_simulation
@@ -141,18 +155,19 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
     from server.app import make_app as make_server_app
 
     config = cfg.to_flower()
-    run_simulation(
-        server_app=make_server_app(config),
-        client_app=make_client_app(config),
-        num_supernodes=num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {
-                "num_cpus": max(1, min(num_clients, os.cpu_count() or 1)),
-                "include_dashboard": False,
+    with fork_safe_blas():
+        run_simulation(
+            server_app=make_server_app(config),
+            client_app=make_client_app(config),
+            num_supernodes=num_clients,
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {
+                    "num_cpus": max(1, min(num_clients, os.cpu_count() or 1)),
+                    "include_dashboard": False,
+                },
             },
-        },
-    )
+        )
     if not (Path(cfg.run_dir) / "server.json").exists():
         raise RuntimeError(f"the Flower simulation ended without a result; see the log above ({cfg.run_dir})")
 
