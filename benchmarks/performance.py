@@ -422,7 +422,7 @@ def bench_device(bench: Bench) -> dict[str, Any]:
         bench.work / "index",
         round=0,
         item_ids=list(items["item_id"]),
-        item_vectors=publisher.item_rows(vectors),
+        item_vectors=publisher.item_rows(publisher.item_space(vectors)),
         items=items,
         trainable_state=publisher.trainable_state(),
         model_config=publisher.config.to_dict(),

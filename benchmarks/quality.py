@@ -445,6 +445,7 @@ def _settings(cfg: RunConfig):
         learning_rate=cfg.learning_rate,
         lora_learning_rate=cfg.lora_learning_rate,
         bias_learning_rate=cfg.bias_learning_rate,
+        item_id_learning_rate=cfg.item_id_learning_rate,
         private=False,
         num_negatives=cfg.num_negatives,
         hard_negatives=cfg.hard_negatives,

@@ -112,6 +112,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         learning_rate=cfg.learning_rate,
         lora_learning_rate=cfg.lora_learning_rate,
         bias_learning_rate=cfg.bias_learning_rate,
+        item_id_learning_rate=cfg.item_id_learning_rate,
         private=cfg.private,
         noise_multiplier=sigma,
         max_grad_norm=cfg.max_grad_norm,

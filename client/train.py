@@ -30,6 +30,7 @@ class TrainSettings:
     batch_size: int = 200
     learning_rate: float = 0.001  # user head
     bias_learning_rate: float = 0.05  # item bias: a popularity prior, the most DP-robust signal
+    item_id_learning_rate: float = 0.01  # item ID residuals (models with item_id_rank > 0)
     lora_learning_rate: float = 0.001  # LoRA moves the item tower: smaller steps, DP noise there hurts more
     private: bool = True
     noise_multiplier: float = 1.0
@@ -67,7 +68,8 @@ class UserExamples(Dataset):
     ) -> None:
         self.model, self.histories, self.item_vectors, self.tokens = model, histories, item_vectors, tokens
         self.settings = settings
-        self.neighbours = nearest_items(item_vectors, NEIGHBOURS) if settings.hard_negatives else None
+        hard = settings.hard_negatives and model.config.lora_rank
+        self.neighbours = nearest_items(item_vectors, NEIGHBOURS) if hard else None
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -78,7 +80,8 @@ class UserExamples(Dataset):
         target = int(self.rng.integers(1, len(history)))
         pooled = self.model.pool_history(self.item_vectors, [history[:target]])[0]
         item = history[target]
-        candidates = [item] + self._negatives(item)
+        # a frozen text tower (lora_rank 0) trains on the catalogue logits alone: no candidates to encode
+        candidates = [item] + self._negatives(item) if self.model.config.lora_rank else []
         ids, mask = self.tokens[0][candidates], self.tokens[1][candidates]
         seen = torch.full((self.model.config.history_length,), -1, dtype=torch.long)
         recent = history[:target][-self.model.config.history_length :]
@@ -143,15 +146,14 @@ def train_round(
         generator=torch.Generator().manual_seed(round_seed),
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "head": []}
+    groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "ids": [], "head": []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups["lora" if "lora_" in name else "bias" if name.startswith("item_bias") else "head"].append(
-                p
-            )
+            groups[_group(name)].append(p)
     rates = {
         "lora": settings.lora_learning_rate,
         "bias": settings.bias_learning_rate,
+        "ids": settings.item_id_learning_rate,
         "head": settings.learning_rate,
     }
     optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items() if ps])
@@ -198,15 +200,26 @@ def train_round(
     )
 
 
+def _group(name: str) -> str:
+    """Which learning rate a trained tensor gets."""
+    if "lora_" in name:
+        return "lora"
+    if name.startswith("item_bias"):
+        return "bias"
+    return "ids" if name.startswith("item_ids") else "head"
+
+
 def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor:
     """Mean over the batch of each example's candidate loss + full-catalogue loss (history masked out)."""
-    candidate_logits, catalogue_logits = net(ids, mask, pooled, catalogue)
+    candidate_logits, catalogue_logits = net(ids, mask, pooled, catalogue, seen)
     rows = torch.arange(len(seen))[:, None].expand_as(seen)
     valid = seen >= 0
     catalogue_logits = catalogue_logits.index_put((rows[valid], seen[valid]), torch.tensor(float("-inf")))
-    zeros = torch.zeros(len(ids), dtype=torch.long)
     cross_entropy = torch.nn.functional.cross_entropy
-    return cross_entropy(candidate_logits, zeros) + cross_entropy(catalogue_logits, items)
+    loss = cross_entropy(catalogue_logits, items)
+    if candidate_logits.shape[1]:
+        loss = loss + cross_entropy(candidate_logits, torch.zeros(len(ids), dtype=torch.long))
+    return loss
 
 
 def _empty_step(params: list[torch.nn.Parameter], optimizer) -> None:

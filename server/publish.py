@@ -23,7 +23,7 @@ def publish(
         root,
         round=server_round,
         item_ids=list(catalogue["item_id"]),
-        item_vectors=model.item_rows(vectors),
+        item_vectors=model.item_rows(model.item_space(vectors)),
         items=catalogue[["item_id", "title", "brand", "category", "price"]],
         trainable_state=model.trainable_state(),
         model_config=model.config.to_dict(),

@@ -1,6 +1,7 @@
 """Adapter tensors <-> Flower ArrayRecord, and the rule of what may leave a client.
 
-Only the LoRA matrices, the user head and the item bias are ever sent. The rule is a name pattern checked
+Only the LoRA matrices, the user head, the item bias and (if the model has them) the item ID rows are
+ever sent. The rule is a name pattern checked
 on both sides: the client refuses to send anything else, the server refuses to aggregate anything else.
 """
 
@@ -14,7 +15,7 @@ from flwr.app import Array, ArrayRecord
 
 ADAPTER_NAMES = "adapter-names"  # legacy FitIns config key: the order of the unnamed parameter list
 WEIGHT = "unit-weight"  # reply metric weighing a client in the mean (1: equal weights)
-SHAREABLE = re.compile(r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_bias\.weight)$")
+SHAREABLE = re.compile(r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_(bias|ids)\.weight)$")
 
 
 class AdapterLeakError(ValueError):

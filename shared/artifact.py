@@ -132,12 +132,13 @@ def write_artifact(
     exists = "already exists; a published round is never overwritten"
     if final.exists():
         raise ArtifactError(final, None, exists)
-    vectors = _check_vectors(item_ids, item_vectors)
+    # item ID rows move items off the unit sphere (v + e·P); without them every row must be unit length
+    unit = not ModelConfig.from_dict(model_config).item_id_rank
+    vectors = _check_vectors(item_ids, item_vectors, unit)
     table = _display_table(item_ids, items)
     state = {name: t.detach().to("cpu").contiguous().clone() for name, t in trainable_state.items()}
     if not state:
         raise ValueError("trainable_state is empty")
-    ModelConfig.from_dict(model_config)  # raises on unknown keys
     index_type = choose_index_type(len(item_ids), flat_max_items)
     index, index_params = build_index(vectors, index_type)
 
@@ -178,7 +179,7 @@ def write_artifact(
     return final
 
 
-def _check_vectors(item_ids: list[str], item_vectors: np.ndarray) -> np.ndarray:
+def _check_vectors(item_ids: list[str], item_vectors: np.ndarray, unit: bool) -> np.ndarray:
     ids = list(item_ids)
     if not ids:
         raise ValueError("no items to publish")
@@ -192,7 +193,7 @@ def _check_vectors(item_ids: list[str], item_vectors: np.ndarray) -> np.ndarray:
     if vectors.shape[1] != ROW_SIZE:
         raise ValueError(f"item rows must be [v, τ·b] of {ROW_SIZE} columns, got {vectors.shape[1]}")
     norms = np.linalg.norm(vectors[:, :HIDDEN_SIZE], axis=1)
-    if not np.allclose(norms, 1.0, atol=1e-3):
+    if unit and not np.allclose(norms, 1.0, atol=1e-3):
         row = int(np.argmax(np.abs(norms - 1.0)))
         raise ValueError(
             f"item vectors must be unit length (the item tower normalises); "

@@ -22,6 +22,7 @@ class RunConfig:
     batch_size: int = 200
     learning_rate: float = 0.001  # user head
     bias_learning_rate: float = 0.05  # item bias
+    item_id_learning_rate: float = 0.01  # item ID residuals (with item-id-rank > 0)
     lora_learning_rate: float = 0.001
     private: bool = True
     noise_multiplier: float = 1.0
@@ -36,6 +37,7 @@ class RunConfig:
     client_epsilon_cap: float = 0.0  # client-level ε cap at delta; 0 = none. The run stops before passing it
     secure_aggregation: bool = False  # Flower SecAgg+: the server only ever sees the sum of the updates
     lora_rank: int = 4
+    item_id_rank: int = 0  # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
     num_negatives: int = 1
     hard_negatives: int = 1
     history_length: int = 20
@@ -81,6 +83,7 @@ class RunConfig:
             lora_alpha=2 * self.lora_rank,
             history_length=self.history_length,
             n_items=n_items,
+            item_id_rank=self.item_id_rank,
         )
 
 

@@ -61,6 +61,8 @@ def load_encoder(
 ) -> torch.nn.Module:
     """MiniLM with LoRA adapters on the given attention projections; only the adapters train.
 
+    `lora_rank=0`: no adapters, the whole text tower is frozen (nothing in it trains or is sent).
+
     With `train_lora_a=False` this is FFA-LoRA: the A matrices stay at their seeded random init (the
     same on every party, so they never need to be sent) and only B trains. Half the trained values
     for the same rank: less DP noise, and FedAvg of B with a shared A is exact.
@@ -76,6 +78,8 @@ def load_encoder(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+    if lora_rank == 0:
+        return base.requires_grad_(False)
     config = LoraConfig(
         r=lora_rank,
         lora_alpha=lora_alpha,

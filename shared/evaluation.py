@@ -12,8 +12,12 @@ from shared.model import Recommender
 def evaluate_split(
     model: Recommender, item_vectors: np.ndarray, users: UserData, split: str
 ) -> dict[str, float]:
-    """Recall/NDCG@10/@50 and coverage@10 of `users` on 'valid' or 'test', full ranking, history excluded."""
+    """Recall/NDCG@10/@50 and coverage@10 of `users` on 'valid' or 'test', full ranking, history excluded.
+
+    `item_vectors` are item-tower (text) vectors; the model maps them into its retrieval space.
+    """
     histories, targets = users.split(split)
-    users = model.user_rows(model.user_vectors(item_vectors, histories))
-    scores = evaluate(users, model.item_rows(item_vectors), histories, targets)
+    space = model.item_space(item_vectors)
+    users = model.user_rows(model.user_vectors(space, histories))
+    scores = evaluate(users, model.item_rows(space), histories, targets)
     return {k: v for k, v in scores.items() if k != "users"}

@@ -6,6 +6,11 @@
   identity, so the untrained model *is* the zero-shot baseline), L2-normalised.
 - Item bias: one learned value per catalogue item (a DP-learned popularity prior; the signal that
   survives DP noise best, since every user's example pushes its own next item up).
+- Item ID residual (optional, `item_id_rank` r > 0): each item's vector becomes v + e·P, with e a
+  learned r-dim row per catalogue item (zero at start) and P a fixed seeded [r, d] basis (as FFA-LoRA's
+  A: every party derives it, nobody sends it). Text alone cannot say which items are bought together;
+  these rows can. They enter both the user's pooled history and the item side, so the published
+  index holds v + e·P and a device needs nothing new.
 - Score: u·v + τ·b, i.e. the training logit times τ. As an inner product in d+1 dimensions:
   [u, 1] · [v, τ·b]; the published FAISS index holds those item rows, so a device ranks exactly as
   the model does, building its user row from its own history with no text encoding needed.
@@ -36,7 +41,7 @@ from shared.encoder import HIDDEN_SIZE, load_encoder, load_tokenizer, mean_pool
 
 @dataclass(frozen=True)
 class ModelConfig:
-    lora_rank: int = 4
+    lora_rank: int = 4  # 0: frozen text tower (no LoRA, no candidate encoding in training)
     lora_alpha: int = 8
     train_lora_a: bool = False  # False: FFA-LoRA (A fixed at a seeded init, only B trains)
     init_seed: int = 0  # seeds LoRA A and the head's A: every party must start from the same values
@@ -50,6 +55,7 @@ class ModelConfig:
     temperature: float = 0.05
     head_rank: int = 16
     n_items: int = 0  # size of the catalogue the item bias covers; 0 = no item bias
+    item_id_rank: int = 0  # > 0 (needs n_items): a learned r-dim ID residual per item; 0 = text only
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,6 +101,16 @@ class Recommender(nn.Module):
         self.item_bias = nn.Linear(1, config.n_items, bias=False) if config.n_items else None
         if self.item_bias is not None:
             nn.init.zeros_(self.item_bias.weight)
+        self.item_ids = None
+        if config.item_id_rank:
+            if not config.n_items:
+                raise ValueError("item_id_rank needs n_items (the catalogue size)")
+            self.item_ids = nn.Embedding(config.n_items, config.item_id_rank)
+            nn.init.zeros_(self.item_ids.weight)
+            basis = torch.randn(
+                config.item_id_rank, HIDDEN_SIZE, generator=torch.Generator().manual_seed(config.init_seed)
+            )
+            self.register_buffer("item_id_basis", basis / HIDDEN_SIZE**0.5)  # rows of about unit length
 
     # ------------------------------------------------------------------ towers
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,12 +132,25 @@ class Recommender(nn.Module):
         """[B, d] pooled history -> [B, d] user vector, unit length."""
         return nn.functional.normalize(pooled_history + self.user_head(pooled_history), dim=-1)
 
+    def history_ids(self, history: torch.Tensor) -> torch.Tensor:
+        """The ID part of a pooled history, with gradient: [B, H] indices (oldest first, -1 pads) -> [B, d].
+
+        Same recency weights as `pool_history`, so pooled text + this = pooling the ID-residual vectors.
+        """
+        valid = history >= 0
+        age = valid.sum(dim=1, keepdim=True) - 1 - torch.arange(history.shape[1])[None, :]
+        weights = torch.where(valid, self.config.recency ** age.clamp(min=0).float(), 0.0)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        rows = self.item_ids(history.clamp(min=0))  # [B, H, r]
+        return (weights[..., None] * rows).sum(dim=1) @ self.item_id_basis
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         pooled_history: torch.Tensor,
         catalogue: torch.Tensor,
+        history: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views of each user's next item, both depending on that user and public data only.
 
@@ -132,16 +161,31 @@ class Recommender(nn.Module):
         - catalogue logits [B, N]: the user against every item's *current public vector* ([N, d], no
           gradient): the ranking task itself, full softmax, at the cost of one matmul. This trains the
           user tower on every item at once.
+        - with item IDs, `history` ([B, H] indices, oldest first, -1 pads) adds the ID part of the
+          pooled history, and the catalogue logits gain u·(e·P) for every item. Each example looks up
+          all N rows itself ([B, N, r]), so Opacus gets per-example gradients of the ID table.
         """
+        if self.item_ids is not None:
+            if history is None:
+                raise ValueError("a model with item IDs needs each example's history indices")
+            pooled_history = pooled_history + self.history_ids(history)
         users = self.user_tower(pooled_history)
-        length = max(int(attention_mask.sum(dim=-1).max()), 1)  # trim padding shared by the whole batch
-        input_ids, attention_mask = input_ids[..., :length], attention_mask[..., :length]
-        columns = [self.encode(input_ids[:, c], attention_mask[:, c]) for c in range(input_ids.shape[1])]
-        items = torch.stack(columns, dim=1)  # [B, C, d]
         temperature = self.config.temperature
+        if input_ids.shape[1]:
+            length = max(int(attention_mask.sum(dim=-1).max()), 1)  # trim padding shared by the batch
+            input_ids, attention_mask = input_ids[..., :length], attention_mask[..., :length]
+            columns = [self.encode(input_ids[:, c], attention_mask[:, c]) for c in range(input_ids.shape[1])]
+            items = torch.stack(columns, dim=1)  # [B, C, d]
+        else:  # a frozen text tower: nothing to train there, so no candidates are encoded
+            items = users.new_zeros((len(users), 0, users.shape[1]))
         catalogue_logits = users @ catalogue.T / temperature
         if self.item_bias is not None:
             catalogue_logits = catalogue_logits + self.item_bias(torch.ones(len(users), 1))
+        if self.item_ids is not None:
+            every_item = torch.arange(len(catalogue)).expand(len(users), -1)
+            user_ids = users @ self.item_id_basis.T  # [B, r]: u·(e·P) = (u·Pᵀ)·e
+            id_logits = (self.item_ids(every_item) @ user_ids[..., None])[..., 0]  # [B, N]
+            catalogue_logits = catalogue_logits + id_logits / temperature
         return (items * users[:, None, :]).sum(dim=-1) / temperature, catalogue_logits
 
     # ------------------------------------------------------------------ inference helpers
@@ -177,8 +221,15 @@ class Recommender(nn.Module):
         return self.user_tower(pooled).numpy()
 
     # ------------------------------------------------------------------ the retrieval space (d + 1)
+    def item_space(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Item-tower vectors -> the vectors items have in the retrieval space: v + e·P (v without IDs)."""
+        if self.item_ids is None:
+            return text_vectors
+        residual = (self.item_ids.weight.detach() @ self.item_id_basis).numpy()
+        return (text_vectors + residual).astype(np.float32)
+
     def item_rows(self, item_vectors: np.ndarray) -> np.ndarray:
-        """[v, τ·b] per item: what the published index holds. Zero bias column without an item bias."""
+        """[v, τ·b] per item, v from `item_space`: what the published index holds (b = 0 without a bias)."""
         bias = np.zeros((len(item_vectors), 1), dtype=np.float32)
         if self.item_bias is not None:
             if len(item_vectors) != self.config.n_items:

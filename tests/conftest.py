@@ -29,6 +29,18 @@ def tiny_model() -> Recommender:
 
 
 @pytest.fixture(scope="session")
+def tiny_id_model() -> Recommender:
+    """The same with learned item ID residuals (rank 4)."""
+    return Recommender(ModelConfig(n_items=len(TEXTS), item_id_rank=4))
+
+
+@pytest.fixture(scope="session")
+def tiny_frozen_text_model() -> Recommender:
+    """A frozen text tower (no LoRA): only the head, the item bias and the ID rows train."""
+    return Recommender(ModelConfig(n_items=len(TEXTS), item_id_rank=4, lora_rank=0))
+
+
+@pytest.fixture(scope="session")
 def tiny_catalogue(tiny_model):
     vectors = tiny_model.encode_texts(TEXTS)
     tokens = tiny_model.tokenize(TEXTS)

@@ -21,10 +21,12 @@ def _batch(model, histories, vectors, tokens, n=3):
     return next(iter(DataLoader(data, batch_size=n)))
 
 
-def test_per_sample_gradients_equal_one_user_at_a_time(tiny_model, tiny_catalogue, histories):
-    """Opacus' per-sample gradients (hooks mode, peft LoRA inside) equal each user's own gradient."""
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_id_model", "tiny_frozen_text_model"])
+def test_per_sample_gradients_equal_one_user_at_a_time(which, request, tiny_catalogue, histories):
+    """Opacus' per-sample gradients (hooks mode, peft LoRA inside; the item ID table looked up twice
+    per example) equal each user's own gradient."""
     vectors, tokens = tiny_catalogue
-    model = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(request.getfixturevalue(which))
     with torch.no_grad():  # move off the zero init so that every trained tensor has a gradient
         for p in model.parameters():
             if p.requires_grad:
