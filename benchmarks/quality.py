@@ -249,14 +249,13 @@ def run_federated(
         (run_dir / "cache").mkdir(parents=True, exist_ok=True)
         shutil.copy(zero_shot, run_dir / "cache" / zero_shot.name)
     os.environ.update(QUIET_FLOWER)
-    # A Ray temp dir of our own: with other Ray clusters starting on the machine under the shared
-    # /tmp/ray, the raylet sometimes never came up and the simulation waited forever.
+    # A Ray temp dir of our own, so that rows (and other Ray users of the machine) never share one.
     os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-quality-{os.getpid()}")
     run_flower_simulation(cfg, plan.clients)
 
     server = json.loads((run_dir / "server.json").read_text())
     central = {r["round"]: r["central_eval"] for r in server["rounds"]}
-    final = central[plan.rounds]
+    final = central[max(central)]  # the last round run: --run-config may change num-server-rounds
     curve = [
         {"round": r, **{k: v for k, v in central[r].items() if k.endswith("@10")}} for r in sorted(central)
     ]
