@@ -231,7 +231,8 @@ def write_report(results: Path) -> Path:
         lines += [
             "## Model changes tried (full scale): what each bought",
             "",
-            "Each is one default row re-run with one change (`--variant`); Δ is against that default row.",
+            "Each is one default row re-run with the run-config changes listed (`--variant`);"
+            " Δ is against that default row.",
             "",
             *tried,
             "",
