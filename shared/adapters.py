@@ -1,8 +1,8 @@
 """Adapter tensors <-> Flower ArrayRecord, and the rule of what may leave a client.
 
 Only the LoRA matrices, the user head, the item bias and (if the model has them) the item ID rows are
-ever sent. The rule is a name pattern checked
-on both sides: the client refuses to send anything else, the server refuses to aggregate anything else.
+ever sent. The rule is a name pattern checked on both sides: the client refuses to send anything else,
+the server refuses to aggregate anything else.
 """
 
 from __future__ import annotations
