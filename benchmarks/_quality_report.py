@@ -12,7 +12,7 @@ from pathlib import Path
 LABELS = {
     "popularity": "popularity",
     "zero-shot": "zero-shot MiniLM (untrained towers)",
-    "centralized": "centralized LoRA, non-private (one party, all users)",
+    "centralized": "centralized, non-private (one party, all users)",
     "federated": "federated, non-private",
     "dp-eps8": "federated, user-level DP, target ε=8",
     "dp-eps3": "federated, user-level DP, target ε=3",

@@ -438,17 +438,7 @@ def _run_child(command: list[str], run_dir: Path | None, attempts: int = 3) -> i
 def _settings(cfg: RunConfig):
     from client.train import TrainSettings
 
-    return TrainSettings(
-        local_steps=cfg.local_steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lora_learning_rate=cfg.lora_learning_rate,
-        bias_learning_rate=cfg.bias_learning_rate,
-        item_id_learning_rate=cfg.item_id_learning_rate,
-        private=False,
-        num_negatives=cfg.num_negatives,
-        hard_negatives=cfg.hard_negatives,
-    )
+    return TrainSettings.from_run_config(replace(cfg, private=False), noise_multiplier=0.0)
 
 
 def _curve_point(server_round: int, model, vectors: np.ndarray, users: UserData) -> dict:

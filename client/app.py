@@ -106,19 +106,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
             )
             return Message(Error(code=BUDGET_EXHAUSTED, reason=reason), reply_to=msg)
 
-    settings = TrainSettings(
-        local_steps=cfg.local_steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lora_learning_rate=cfg.lora_learning_rate,
-        bias_learning_rate=cfg.bias_learning_rate,
-        item_id_learning_rate=cfg.item_id_learning_rate,
-        private=cfg.private,
-        noise_multiplier=sigma,
-        max_grad_norm=cfg.max_grad_norm,
-        num_negatives=cfg.num_negatives,
-        hard_negatives=cfg.hard_negatives,
-    )
+    settings = TrainSettings.from_run_config(cfg, noise_multiplier=sigma)
     model, texts, vectors = _load_model(msg, cfg, party, catalogue)
     seed = cfg.seed * 1_000_003 + party.index * 1_009 + server_round
     result = train_round(model, users.train, vectors, model.tokenize(texts), settings, round_seed=seed)

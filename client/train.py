@@ -2,7 +2,8 @@
 
 The privacy unit is the user. Each step, Opacus' Poisson loader samples every local user
 independently with probability q = batch_size / n_users; a sampled user contributes exactly one
-example built from their own history (a random next-item prediction inside their training part).
+example built from their own history: up to `positions_per_user` next-item predictions inside their
+training part (positions drawn at random), whose losses are averaged into that one example's loss.
 The loss of an example depends only on that user's data and on public data: the positive is the
 user's own item, the negatives are drawn for that example from the public catalogue (hard ones: the
 positive's nearest neighbours under the current global model; plus random ones). All candidates are
@@ -20,6 +21,7 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, Dataset
 
+from shared.config import RunConfig
 from shared.model import Recommender
 from shared.privacy import History
 
@@ -37,7 +39,28 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     num_negatives: int = 1  # per example, encoded with gradient: each costs one more encoder pass
     hard_negatives: int = 1  # of which drawn from the positive's nearest neighbours
+    # Next-item positions of a user's sequence averaged into its one example (its clipped gradient): more
+    # of each user's signal per step at no privacy cost. Candidates are encoded for the first one only.
+    positions_per_user: int = 1
     seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, cfg: RunConfig, noise_multiplier: float) -> TrainSettings:
+        """The training knobs of a run config (σ comes from the client's calibration, not the config)."""
+        return cls(
+            local_steps=cfg.local_steps,
+            batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate,
+            lora_learning_rate=cfg.lora_learning_rate,
+            bias_learning_rate=cfg.bias_learning_rate,
+            item_id_learning_rate=cfg.item_id_learning_rate,
+            private=cfg.private,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=cfg.max_grad_norm,
+            num_negatives=cfg.num_negatives,
+            hard_negatives=cfg.hard_negatives,
+            positions_per_user=cfg.positions_per_user,
+        )
 
 
 @dataclass
@@ -51,10 +74,11 @@ class TrainResult:
 
 
 class UserExamples(Dataset):
-    """One example per user: a next item in their history, its negatives, and the pooled history before it.
+    """One example per user: K next items in their history, negatives, and the pooled history before each.
 
-    Returns (token ids [C, L], masks [C, L], pooled history [d], next item index, history indices [H]
-    padded with -1); candidate 0 is the positive.
+    Returns (token ids [C, L], masks [C, L], pooled histories [K, d], next item indices [K], history
+    indices [K, H] padded with -1); K = `positions_per_user`, positions a user lacks have next item -1.
+    Candidate 0 is the next item of position 0, a uniformly drawn one.
     """
 
     def __init__(
@@ -66,6 +90,8 @@ class UserExamples(Dataset):
         settings: TrainSettings,
         seed: int,
     ) -> None:
+        if settings.positions_per_user < 1:
+            raise ValueError(f"positions_per_user must be at least 1, not {settings.positions_per_user}")
         self.model, self.histories, self.item_vectors, self.tokens = model, histories, item_vectors, tokens
         self.settings = settings
         hard = settings.hard_negatives and model.config.lora_rank
@@ -76,17 +102,25 @@ class UserExamples(Dataset):
         return len(self.histories)
 
     def __getitem__(self, index: int):
-        history = self.histories[index]
-        target = int(self.rng.integers(1, len(history)))
-        pooled = self.model.pool_history(self.item_vectors, [history[:target]])[0]
-        item = history[target]
+        history, k = self.histories[index], self.settings.positions_per_user
+        targets = [int(self.rng.integers(1, len(history)))]
+        if k > 1:
+            others = [t for t in range(1, len(history)) if t != targets[0]]
+            targets += [int(t) for t in self.rng.choice(others, min(k - 1, len(others)), replace=False)]
+        length = self.model.config.history_length
+        pooled = np.zeros((k, self.item_vectors.shape[1]), dtype=np.float32)
+        pooled[: len(targets)] = self.model.pool_history(self.item_vectors, [history[:t] for t in targets])
+        items = torch.full((k,), -1, dtype=torch.long)
+        seen = torch.full((k, length), -1, dtype=torch.long)
+        for row, target in enumerate(targets):
+            items[row] = history[target]
+            recent = history[:target][-length:]
+            seen[row, : len(recent)] = torch.tensor(recent)
         # a frozen text tower (lora_rank 0) trains on the catalogue logits alone: no candidates to encode
-        candidates = [item] + self._negatives(item) if self.model.config.lora_rank else []
+        first = history[targets[0]]
+        candidates = [first] + self._negatives(first) if self.model.config.lora_rank else []
         ids, mask = self.tokens[0][candidates], self.tokens[1][candidates]
-        seen = torch.full((self.model.config.history_length,), -1, dtype=torch.long)
-        recent = history[:target][-self.model.config.history_length :]
-        seen[: len(recent)] = torch.tensor(recent)
-        return ids, mask, torch.from_numpy(pooled), torch.tensor(item), seen
+        return ids, mask, torch.from_numpy(pooled), items, seen
 
     def _negatives(self, item: int) -> list[int]:
         n_items, out = len(self.item_vectors), []
@@ -210,13 +244,19 @@ def _group(name: str) -> str:
 
 
 def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor:
-    """Mean over the batch of each example's candidate loss + full-catalogue loss (history masked out)."""
-    candidate_logits, catalogue_logits = net(ids, mask, pooled, catalogue, seen)
-    rows = torch.arange(len(seen))[:, None].expand_as(seen)
+    """Mean over the batch of each example's candidate loss + full-catalogue loss (history masked out).
+
+    An example's catalogue loss is the mean over its positions (next item -1: a position it lacks).
+    """
+    candidate_logits, catalogue_logits = net(ids, mask, pooled, catalogue, seen)  # [B, C], [B, K, N]
     valid = seen >= 0
-    catalogue_logits = catalogue_logits.index_put((rows[valid], seen[valid]), torch.tensor(float("-inf")))
+    batch, position, _ = valid.nonzero(as_tuple=True)
+    catalogue_logits = catalogue_logits.index_put((batch, position, seen[valid]), torch.tensor(float("-inf")))
     cross_entropy = torch.nn.functional.cross_entropy
-    loss = cross_entropy(catalogue_logits, items)
+    per_position = cross_entropy(
+        catalogue_logits.flatten(0, 1), items.flatten(), ignore_index=-1, reduction="none"
+    ).view(items.shape)
+    loss = (per_position.sum(dim=1) / (items >= 0).sum(dim=1)).mean()
     if candidate_logits.shape[1]:
         loss = loss + cross_entropy(candidate_logits, torch.zeros(len(ids), dtype=torch.long))
     return loss

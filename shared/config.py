@@ -41,6 +41,7 @@ class RunConfig:
     num_negatives: int = 1
     hard_negatives: int = 1
     history_length: int = 20
+    positions_per_user: int = 1  # next-item positions of a user's sequence averaged into its one DP example
     seed: int = 0
     run_dir: str = "runs/flwr"
     catalogue: str = ""  # public catalogue file (server: publication; clients: item texts)

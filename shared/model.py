@@ -133,16 +133,16 @@ class Recommender(nn.Module):
         return nn.functional.normalize(pooled_history + self.user_head(pooled_history), dim=-1)
 
     def history_ids(self, history: torch.Tensor) -> torch.Tensor:
-        """The ID part of a pooled history, with gradient: [B, H] indices (oldest first, -1 pads) -> [B, d].
+        """The ID part of pooled histories (with gradient): [..., H] indices (-1 pads) -> [..., d].
 
         Same recency weights as `pool_history`, so pooled text + this = pooling the ID-residual vectors.
         """
         valid = history >= 0
-        age = valid.sum(dim=1, keepdim=True) - 1 - torch.arange(history.shape[1])[None, :]
+        age = valid.sum(dim=-1, keepdim=True) - 1 - torch.arange(history.shape[-1])
         weights = torch.where(valid, self.config.recency ** age.clamp(min=0).float(), 0.0)
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
-        rows = self.item_ids(history.clamp(min=0))  # [B, H, r]
-        return (weights[..., None] * rows).sum(dim=1) @ self.item_id_basis
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+        rows = self.item_ids(history.clamp(min=0))  # [..., H, r]
+        return (weights[..., None] * rows).sum(dim=-2) @ self.item_id_basis
 
     def forward(
         self,
@@ -161,15 +161,22 @@ class Recommender(nn.Module):
         - catalogue logits [B, N]: the user against every item's *current public vector* ([N, d], no
           gradient): the ranking task itself, full softmax, at the cost of one matmul. This trains the
           user tower on every item at once.
+        - several positions per user: `pooled_history` [B, K, d] (and `history` [B, K, H]) gives
+          catalogue logits [B, K, N], one row per position of that user's sequence; the candidates
+          belong to position 0.
         - with item IDs, `history` ([B, H] indices, oldest first, -1 pads) adds the ID part of the
           pooled history, and the catalogue logits gain u·(e·P) for every item. Each example looks up
           all N rows itself ([B, N, r]), so Opacus gets per-example gradients of the ID table.
         """
+        single = pooled_history.dim() == 2
+        if single:  # one position per user: the same computation with K = 1
+            pooled_history = pooled_history[:, None]
+            history = None if history is None else history[:, None]
         if self.item_ids is not None:
             if history is None:
                 raise ValueError("a model with item IDs needs each example's history indices")
             pooled_history = pooled_history + self.history_ids(history)
-        users = self.user_tower(pooled_history)
+        users = self.user_tower(pooled_history)  # [B, K, d]
         temperature = self.config.temperature
         if input_ids.shape[1]:
             length = max(int(attention_mask.sum(dim=-1).max()), 1)  # trim padding shared by the batch
@@ -177,16 +184,17 @@ class Recommender(nn.Module):
             columns = [self.encode(input_ids[:, c], attention_mask[:, c]) for c in range(input_ids.shape[1])]
             items = torch.stack(columns, dim=1)  # [B, C, d]
         else:  # a frozen text tower: nothing to train there, so no candidates are encoded
-            items = users.new_zeros((len(users), 0, users.shape[1]))
+            items = users.new_zeros((len(users), 0, users.shape[-1]))
         catalogue_logits = users @ catalogue.T / temperature
         if self.item_bias is not None:
-            catalogue_logits = catalogue_logits + self.item_bias(torch.ones(len(users), 1))
+            catalogue_logits = catalogue_logits + self.item_bias(torch.ones(len(users), 1))[:, None]
         if self.item_ids is not None:
             every_item = torch.arange(len(catalogue)).expand(len(users), -1)
-            user_ids = users @ self.item_id_basis.T  # [B, r]: u·(e·P) = (u·Pᵀ)·e
-            id_logits = (self.item_ids(every_item) @ user_ids[..., None])[..., 0]  # [B, N]
+            user_ids = users @ self.item_id_basis.T  # [B, K, r]: u·(e·P) = (u·Pᵀ)·e
+            id_logits = user_ids @ self.item_ids(every_item).transpose(1, 2)  # [B, K, N]
             catalogue_logits = catalogue_logits + id_logits / temperature
-        return (items * users[:, None, :]).sum(dim=-1) / temperature, catalogue_logits
+        candidate_logits = (items * users[:, :1]).sum(dim=-1) / temperature
+        return candidate_logits, catalogue_logits[:, 0] if single else catalogue_logits
 
     # ------------------------------------------------------------------ inference helpers
     @torch.no_grad()

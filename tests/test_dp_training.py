@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,22 +17,28 @@ from shared.privacy import epsilon
 SETTINGS = TrainSettings(batch_size=4, num_negatives=2, hard_negatives=1, local_steps=2)
 
 
-def _batch(model, histories, vectors, tokens, n=3):
-    data = UserExamples(model, histories, vectors, tokens, SETTINGS, seed=7)
+def _batch(model, histories, vectors, tokens, n=3, settings=SETTINGS):
+    data = UserExamples(model, histories, vectors, tokens, settings, seed=7)
     return next(iter(DataLoader(data, batch_size=n)))
 
 
-@pytest.mark.parametrize("which", ["tiny_model", "tiny_id_model", "tiny_frozen_text_model"])
-def test_per_sample_gradients_equal_one_user_at_a_time(which, request, tiny_catalogue, histories):
+@pytest.mark.parametrize(
+    "which, positions",
+    [("tiny_model", 1), ("tiny_id_model", 1), ("tiny_frozen_text_model", 1), ("tiny_id_model", 3)],
+)
+def test_per_sample_gradients_equal_one_user_at_a_time(which, positions, request, tiny_catalogue, histories):
     """Opacus' per-sample gradients (hooks mode, peft LoRA inside; the item ID table looked up twice
-    per example) equal each user's own gradient."""
+    per example; several positions of a user's sequence in one example) equal each user's own gradient."""
     vectors, tokens = tiny_catalogue
     model = copy.deepcopy(request.getfixturevalue(which))
     with torch.no_grad():  # move off the zero init so that every trained tensor has a gradient
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.02 * torch.randn_like(p))
-    batch = _batch(model, histories, vectors, tokens)
+    histories = histories[:1] + [histories[1][:2]] + histories[2:]  # user 1 has one position, not 3
+    settings = replace(SETTINGS, positions_per_user=positions)
+    batch = _batch(model, histories, vectors, tokens, settings=settings)
+    assert (batch[3] >= 0).sum(dim=1).tolist() == ([positions, 1, positions] if positions > 1 else [1, 1, 1])
     catalogue = torch.from_numpy(vectors)
     wrapped = GradSampleModule(model)
     example_loss(wrapped, *batch, catalogue).backward()
@@ -150,3 +157,30 @@ def test_same_seed_same_update(tiny_model, tiny_catalogue, histories):
     for name in states[0]:
         torch.testing.assert_close(states[0][name], states[1][name], atol=0, rtol=0)
     assert any(np.abs(states[0][n].numpy()).max() > 0 for n in states[0] if "user_head.1" in n)
+
+
+def test_a_users_example_averages_its_positions(tiny_frozen_text_model, tiny_catalogue, histories):
+    """With K positions, a user's one example has the mean of the K next-item losses, each position
+    scored on the history before it only (what a one-position example at that target would score)."""
+    vectors, tokens = tiny_catalogue
+    model = copy.deepcopy(tiny_frozen_text_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    settings = replace(SETTINGS, positions_per_user=4)
+    catalogue = torch.from_numpy(vectors)
+    ids, mask, pooled, items, seen = _batch(model, histories, vectors, tokens, n=1, settings=settings)
+    assert sorted(items[0].tolist()) == sorted(histories[0][1:])  # 4 positions: every target of a 5-item user
+    with torch.no_grad():
+        whole = example_loss(model, ids, mask, pooled, items, seen, catalogue)
+        parts = [
+            example_loss(
+                model, ids, mask, pooled[:, k : k + 1], items[:, k : k + 1], seen[:, k : k + 1], catalogue
+            )
+            for k in range(4)
+        ]
+    for k in range(4):  # position k's history is exactly the user's items before its target
+        target = histories[0].index(int(items[0, k]))
+        assert [int(i) for i in seen[0, k] if i >= 0] == [int(i) for i in histories[0][:target]]
+    torch.testing.assert_close(whole, torch.stack(parts).mean())
