@@ -33,10 +33,11 @@ PROTOCOL = (
     "the same RecBole folder (so the same split). ε is per client at δ = 1e-5 (user-level rows: PRV "
     "accountant composed over all rounds), from the run's server.json."
 )
+USER_LEVEL = "user-level DP"
 PRIVACY = {
-    "dp-eps8": "user-level DP",
-    "dp-eps3": "user-level DP",
-    "dp-eps1": "user-level DP",
+    "dp-eps8": USER_LEVEL,
+    "dp-eps3": USER_LEVEL,
+    "dp-eps1": USER_LEVEL,
     "client-dp": "client-level DP",
 }
 
@@ -263,7 +264,8 @@ def write_report(results: Path) -> Path:
     )
     lines.append("")
     plot_rows, scale = (full, "full") if _has_federated(full) else (quick, "quick")
-    privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale)
+    frontiers = {} if scale == "quick" else variant_frontiers(results / "quality" / "variants")
+    privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale, frontiers)
     learning_curves_plot(plot_rows, results / "learning_curves.png", scale)
     lines.append(f"Plots (`privacy_utility.png`, `learning_curves.png`) show the {scale}-scale rows.")
     notes = results / "quality" / "notes.md"  # hand-written findings, kept apart from generated numbers
@@ -274,7 +276,28 @@ def write_report(results: Path) -> Path:
     return out
 
 
-def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
+def variant_frontiers(folder: Path) -> dict[str, dict[str, dict]]:
+    """Variants measured at two or more user-level ε: a tuned frontier worth drawing beside the default."""
+    out = {}
+    for variant in sorted(folder.glob("*/")):
+        rows = load_rows(variant)
+        if sum(PRIVACY.get(name) == USER_LEVEL for name in rows) >= 2:
+            out[variant.name] = rows
+    return out
+
+
+def _user_level_points(rows: dict[str, dict]) -> list[tuple[float, float]]:
+    """(ε, test Recall@10) of the user-level DP rows, by ε."""
+    points = [
+        (max_epsilon(r), r["test"]["recall@10"]) for n, r in rows.items() if PRIVACY.get(n) == USER_LEVEL
+    ]
+    return sorted((eps, recall) for eps, recall in points if eps is not None)
+
+
+def privacy_utility_plot(
+    rows: dict[str, dict], path: Path, scale: str, frontiers: dict[str, dict[str, dict]] | None = None
+) -> None:
+    """ε vs test Recall@10: the default rows, every variant measured at several ε, the published lines."""
     import matplotlib
     import matplotlib.ticker
 
@@ -282,22 +305,30 @@ def privacy_utility_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    points = [(max_epsilon(r), r["test"]["recall@10"], name) for name, r in rows.items() if name in PRIVACY]
-    points = [p for p in points if p[0] is not None]
-    user_level = sorted(p for p in points if p[2] != "client-dp")
+    user_level = _user_level_points(rows)
     if user_level:
-        ax.plot(
-            [p[0] for p in user_level],
-            [p[1] for p in user_level],
-            "o-",
-            color="C0",
-            label="fedrec, user-level DP",
-        )
-        for eps, recall, _ in user_level:
+        ax.plot(*zip(*user_level, strict=True), "o-", color="C0", label="fedrec, user-level DP")
+        for eps, recall in user_level:
             ax.annotate(f"{recall:.3f}", (eps, recall), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for eps, recall, name in points:
-        if name == "client-dp":
-            ax.plot([eps], [recall], "s", color="C1", label="fedrec, client-level DP")
+    if "client-dp" in rows and max_epsilon(rows["client-dp"]) is not None:
+        recall = rows["client-dp"]["test"]["recall@10"]
+        ax.plot([max_epsilon(rows["client-dp"])], [recall], "s", color="C1", label="fedrec, client-level DP")
+    for i, (variant, variant_rows) in enumerate((frontiers or {}).items()):
+        colour = f"C{5 + i % 5}"
+        tuned = _user_level_points(variant_rows)
+        ax.plot(*zip(*tuned, strict=True), "^-", color=colour, label=f"fedrec {variant}, user-level DP")
+        for eps, recall in tuned:
+            ax.annotate(
+                f"{recall:.3f}", (eps, recall), textcoords="offset points", xytext=(4, -10), fontsize=8
+            )
+        if "federated" in variant_rows:
+            ax.axhline(
+                variant_rows["federated"]["test"]["recall@10"],
+                color=colour,
+                linestyle=":",
+                linewidth=1.5,
+                label=f"fedrec {variant}, federated non-private",
+            )
     styles = {"SASRec": "C2", "UniSRec": "C4", "Recformer": "C3"}
     for model, (recall, _) in PUBLISHED.items():
         ax.axhline(
