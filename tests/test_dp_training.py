@@ -17,6 +17,16 @@ from shared.privacy import epsilon
 SETTINGS = TrainSettings(batch_size=4, num_negatives=2, hard_negatives=1, local_steps=2)
 
 
+def _perturbed(model, scale: float):
+    """A copy moved off the zero init, so that every trained tensor has a gradient."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn_like(p))
+    return model
+
+
 def _batch(model, histories, vectors, tokens, n=3, settings=SETTINGS):
     data = UserExamples(model, histories, vectors, tokens, settings, seed=7)
     return next(iter(DataLoader(data, batch_size=n)))
@@ -30,11 +40,7 @@ def test_per_sample_gradients_equal_one_user_at_a_time(which, positions, request
     """Opacus' per-sample gradients (hooks mode, peft LoRA inside; the item ID table looked up twice
     per example; several positions of a user's sequence in one example) equal each user's own gradient."""
     vectors, tokens = tiny_catalogue
-    model = copy.deepcopy(request.getfixturevalue(which))
-    with torch.no_grad():  # move off the zero init so that every trained tensor has a gradient
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.02 * torch.randn_like(p))
+    model = _perturbed(request.getfixturevalue(which), 0.02)
     histories = histories[:1] + [histories[1][:2]] + histories[2:]  # user 1 has one position, not 3
     settings = replace(SETTINGS, positions_per_user=positions)
     batch = _batch(model, histories, vectors, tokens, settings=settings)
@@ -59,11 +65,7 @@ def test_per_sample_gradients_equal_one_user_at_a_time(which, positions, request
 def test_dp_step_moves_lora_along_clipped_mean_gradient(tiny_model, tiny_catalogue, histories):
     """Guard against silent update loss (opacus#820): with σ=0 and SGD, Δθ = -lr · mean of clipped grads."""
     vectors, tokens = tiny_catalogue
-    model = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.02 * torch.randn_like(p))
+    model = _perturbed(tiny_model, 0.02)
     batch = _batch(model, histories, vectors, tokens, n=4)
     catalogue = torch.from_numpy(vectors)
     clip, lr = 0.5, 0.1
@@ -163,11 +165,7 @@ def test_a_users_example_averages_its_positions(tiny_frozen_text_model, tiny_cat
     """With K positions, a user's one example has the mean of the K next-item losses, each position
     scored on the history before it only (what a one-position example at that target would score)."""
     vectors, tokens = tiny_catalogue
-    model = copy.deepcopy(tiny_frozen_text_model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn_like(p))
+    model = _perturbed(tiny_frozen_text_model, 0.05)
     settings = replace(SETTINGS, positions_per_user=4)
     catalogue = torch.from_numpy(vectors)
     ids, mask, pooled, items, seen = _batch(model, histories, vectors, tokens, n=1, settings=settings)
