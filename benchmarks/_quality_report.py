@@ -304,31 +304,37 @@ def privacy_utility_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
     user_level = _user_level_points(rows)
     if user_level:
         ax.plot(*zip(*user_level, strict=True), "o-", color="C0", label="fedrec, user-level DP")
         for eps, recall in user_level:
-            ax.annotate(f"{recall:.3f}", (eps, recall), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if "client-dp" in rows and max_epsilon(rows["client-dp"]) is not None:
-        recall = rows["client-dp"]["test"]["recall@10"]
-        ax.plot([max_epsilon(rows["client-dp"])], [recall], "s", color="C1", label="fedrec, client-level DP")
+            ax.annotate(
+                f"{recall:.4f}", (eps, recall), textcoords="offset points", xytext=(4, -11), fontsize=7
+            )
     for i, (variant, variant_rows) in enumerate((frontiers or {}).items()):
         colour = f"C{5 + i % 5}"
         tuned = _user_level_points(variant_rows)
-        ax.plot(*zip(*tuned, strict=True), "^-", color=colour, label=f"fedrec {variant}, user-level DP")
-        for eps, recall in tuned:
-            ax.annotate(
-                f"{recall:.3f}", (eps, recall), textcoords="offset points", xytext=(4, -10), fontsize=8
-            )
+        values = ", ".join(f"{recall:.4f}" for _, recall in tuned)
+        ax.plot(
+            *zip(*tuned, strict=True), "^-", color=colour, label=f"fedrec {variant}, user-level DP ({values})"
+        )
         if "federated" in variant_rows:
-            ax.axhline(
-                variant_rows["federated"]["test"]["recall@10"],
-                color=colour,
-                linestyle=":",
-                linewidth=1.5,
-                label=f"fedrec {variant}, federated non-private",
-            )
+            recall = variant_rows["federated"]["test"]["recall@10"]
+            label = f"fedrec {variant}, federated non-private ({recall:.4f})"
+            ax.axhline(recall, color=colour, linestyle=":", linewidth=1.5, label=label)
+    # The y axis spans the frontier and the published lines; a row far below (client-level DP) is drawn
+    # on the bottom edge with its value, so that the frontier's differences stay readable.
+    shown = [r for _, r in user_level] + [
+        r for v in (frontiers or {}).values() for _, r in _user_level_points(v)
+    ]
+    shown += [rows[n]["test"]["recall@10"] for n in ("federated", "zero-shot") if n in rows]
+    bottom = min(shown, default=0.0) - 0.01
+    ax.set_ylim(bottom, max(r for r, _ in PUBLISHED.values()) + 0.01)
+    if "client-dp" in rows and max_epsilon(rows["client-dp"]) is not None:
+        eps, recall = max_epsilon(rows["client-dp"]), rows["client-dp"]["test"]["recall@10"]
+        label = f"fedrec, client-level DP ({recall:.4f}{', below the axis' if recall < bottom else ''})"
+        ax.plot([eps], [max(recall, bottom)], "v" if recall < bottom else "s", color="C1", label=label)
     styles = {"SASRec": "C2", "UniSRec": "C4", "Recformer": "C3"}
     for model, (recall, _) in PUBLISHED.items():
         ax.axhline(
@@ -336,18 +342,18 @@ def privacy_utility_plot(
             color=styles[model],
             linestyle="--",
             linewidth=1,
-            label=f"{model} (published, non-private)",
+            label=f"{model} (published, non-private: {recall:.4f})",
         )
     for name, style, label in (
         ("federated", "C0", "fedrec federated, non-private"),
         ("zero-shot", "grey", "zero-shot"),
     ):
         if name in rows:
-            ax.axhline(
-                rows[name]["test"]["recall@10"], color=style, linestyle=":", linewidth=1.5, label=label
-            )
+            recall = rows[name]["test"]["recall@10"]
+            label = f"{label} ({recall:.4f})"
+            ax.axhline(recall, color=style, linestyle=":", linewidth=1.5, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("ε at δ = 1e-5 (circles: user-level, max over clients; square: client-level)")
+    ax.set_xlabel("ε at δ = 1e-5 (user-level: max over clients; client-level: Flower RDP)")
     ax.set_ylabel("test Recall@10")
     ax.set_title(f"Amazon Scientific: privacy–utility ({scale} scale)")
     if ax.get_legend_handles_labels()[0]:

@@ -193,3 +193,31 @@ def test_in_process_rows_and_report(tmp_path: Path) -> None:
     line = next(line for line in section.splitlines() if line.startswith("| hot |"))
     delta = tried["test"]["recall@10"] - written["centralized"]["test"]["recall@10"]
     assert "bias-learning-rate=0.5" in line and f"({delta:+.4f})" in line
+
+
+def test_a_variant_measured_at_several_epsilons_is_drawn_as_its_own_frontier(tmp_path: Path) -> None:
+    """Only variants with two or more user-level DP rows make a curve; the plot states their values."""
+    from benchmarks import _quality_report as report
+
+    def row(folder: Path, name: str, recall: float, epsilon: float | None) -> dict:
+        data = {"row": name, "test": {"recall@10": recall}}
+        if epsilon is not None:
+            data["epsilon"] = {"client-0": epsilon, "client-1": epsilon - 0.01}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_text(json.dumps(data))
+        return data
+
+    variants = tmp_path / "variants"
+    row(variants / "tuned", "dp-eps8", 0.11, 8.0)
+    row(variants / "tuned", "dp-eps1", 0.10, 1.0)
+    row(variants / "tuned", "federated", 0.12, None)
+    row(variants / "one-point", "dp-eps8", 0.2, 8.0)
+    row(variants / "one-point", "client-dp", 0.2, None)
+    frontiers = report.variant_frontiers(variants)
+    assert list(frontiers) == ["tuned"]
+    assert report._user_level_points(frontiers["tuned"]) == [(1.0, 0.10), (8.0, 0.11)]
+
+    default = {"dp-eps8": row(tmp_path / "default", "dp-eps8", 0.09, 8.0)}
+    path = tmp_path / "frontier.png"
+    report.privacy_utility_plot(default, path, "full", frontiers)
+    assert path.stat().st_size > 0
