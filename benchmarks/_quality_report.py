@@ -312,9 +312,10 @@ def privacy_utility_plot(
             ax.annotate(
                 f"{recall:.4f}", (eps, recall), textcoords="offset points", xytext=(4, -11), fontsize=7
             )
-    for i, (variant, variant_rows) in enumerate((frontiers or {}).items()):
+    tuned_points = {variant: _user_level_points(v) for variant, v in (frontiers or {}).items()}
+    for i, (variant, tuned) in enumerate(tuned_points.items()):
         colour = f"C{5 + i % 5}"
-        tuned = _user_level_points(variant_rows)
+        variant_rows = frontiers[variant]
         values = ", ".join(f"{recall:.4f}" for _, recall in tuned)
         ax.plot(
             *zip(*tuned, strict=True), "^-", color=colour, label=f"fedrec {variant}, user-level DP ({values})"
@@ -325,9 +326,7 @@ def privacy_utility_plot(
             ax.axhline(recall, color=colour, linestyle=":", linewidth=1.5, label=label)
     # The y axis spans the frontier and the published lines; a row far below (client-level DP) is drawn
     # on the bottom edge with its value, so that the frontier's differences stay readable.
-    shown = [r for _, r in user_level] + [
-        r for v in (frontiers or {}).values() for _, r in _user_level_points(v)
-    ]
+    shown = [r for points in (user_level, *tuned_points.values()) for _, r in points]
     shown += [rows[n]["test"]["recall@10"] for n in ("federated", "zero-shot") if n in rows]
     bottom = min(shown, default=0.0) - 0.01
     ax.set_ylim(bottom, max(r for r, _ in PUBLISHED.values()) + 0.01)
