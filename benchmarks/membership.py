@@ -5,7 +5,7 @@
 The embedded shop (seeded) is generated, 20% of its users are held out of training (non-members, same
 distribution), the rest are split over 2 clients, and two federations are trained with the same
 config except `private`: user-level DP (the default config) and NON-PRIVATE. Each published artifact
-is then attacked with server/attack.py's loss-threshold attack (members: training users; non-members:
+is then attacked with audit/membership.py's loss-threshold attack (members: training users; non-members:
 held-out users; at most `--max-users` of each). Results: `membership.md` and `membership.json`.
 
 Reading it: AUC 0.5 means the attack cannot tell members from non-members. The ε lower bound
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.attack import run_attack
+from audit.membership import run_attack
 from shared.schema import load_catalogue, load_events
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
@@ -85,7 +85,7 @@ def write_report(result: dict, out: Path) -> Path:
         "",
         f"Embedded shop, {result['users']} users (seed {result['seed']}): {result['members']} trained on"
         f" (members), {result['nonmembers']} held out (non-members, same distribution). Loss-threshold"
-        " attack on the published artifact (server/attack.py). Command: `python -m benchmarks.membership`.",
+        " attack on the published artifact (audit/membership.py). Command: `python -m benchmarks.membership`.",
         "",
         "| run | accountant ε (δ=1e-5, user-level) | test Recall@10 | attack AUC | ε lower bound (point) |"
         " ε lower bound (95%) | members / non-members scored | wall time |",

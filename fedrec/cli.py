@@ -66,11 +66,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from server.audit import main as audit_main
+    from audit.ledgers import main as audit_main
 
     status = audit_main(args.run_dir, args.cap)
     if args.attack:
-        from server.attack import main as attack_main
+        from audit.membership import main as attack_main
 
         members = sorted(str(p) for p in Path(args.run_dir).glob("partitions/*/events.csv"))
         if not members:

@@ -5,7 +5,7 @@ its customers are protected). With client-level DP the server records each noise
 released (unit "client": a whole client's contribution is protected); its ledger lives in the run
 folder under `server/`. The ledger is a JSON-lines file,
 one release per line, each line hash-chained to the one before it; it is the only contract between a
-party and the auditor (`server/audit.py`). ε is never carried over as a running number: every line
+party and the auditor (`audit/ledgers.py`). ε is never carried over as a running number: every line
 records ε *after* that release, computed by `shared.privacy.epsilon` over the DP history of all the
 releases before it plus this one, so a restarted client keeps composing from where it was.
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from client.train import TrainSettings, train_round
-from server.attack import (
+from audit.membership import (
     attack_auc,
     epsilon_lower_bound,
     membership_scores,

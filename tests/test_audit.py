@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from server.audit import audit, find_ledgers, main
+from audit.ledgers import audit, find_ledgers, main
 from shared.ledger import Ledger, sha256
 from shared.privacy import epsilon
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from client.device import Device
-from server.audit import main as audit_main
+from audit.ledgers import main as audit_main
 from shared.artifact import load_artifact
 from shared.ledger import Ledger
 from shared.privacy import epsilon

@@ -20,7 +20,7 @@ from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringR
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import train
-from server.audit import main as audit_main
+from audit.ledgers import main as audit_main
 from server.secure_aggregation import quantization_error
 from shared.adapters import from_record, to_record
 from shared.artifact import load_artifact

@@ -32,7 +32,7 @@ Reading the result.
 Usage on a finished run folder (members: users of the training partitions; non-members: an events
 file of held-out users from the same distribution, in the fedrec events schema):
 
-    python -m server.attack RUN_DIR --members RUN_DIR/partitions/client-0/events.csv \
+    python -m audit.membership RUN_DIR --members RUN_DIR/partitions/client-0/events.csv \
         --nonmembers heldout_events.csv [--delta 1e-5] [--max-users 500]
 
 It writes RUN_DIR/attack.json.
@@ -290,7 +290,7 @@ def _histories(catalogue_path, files, item_ids: list[str], max_users: int | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.attack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m audit.membership", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--members", nargs="+", required=True, help="events file(s) of training users")
     parser.add_argument("--nonmembers", nargs="+", required=True, help="events file(s) of held-out users")
