@@ -1,4 +1,6 @@
-"""The auditor: a party of its own, reading only what a run leaves on disk (ledgers, receipts, the run record).
+"""The auditor: a party of its own, reading only what a run leaves on disk.
 
-It imports `shared/` and nothing of `server/` or `client/`: a privacy officer can run it on a copy of a run directory.
+Its inputs are explicit (client ledgers, the server's receipts, the published artifact, held-out
+events); it imports `shared/` and nothing of `server/` or `client/`, so a privacy officer can run it on
+a copy of a run directory.
 """

@@ -85,7 +85,8 @@ def write_report(result: dict, out: Path) -> Path:
         "",
         f"Embedded shop, {result['users']} users (seed {result['seed']}): {result['members']} trained on"
         f" (members), {result['nonmembers']} held out (non-members, same distribution). Loss-threshold"
-        " attack on the published artifact (audit/membership.py). Command: `python -m benchmarks.membership`.",
+        " attack on the published artifact (audit/membership.py)."
+        " Command: `python -m benchmarks.membership`.",
         "",
         "| run | accountant ε (δ=1e-5, user-level) | test Recall@10 | attack AUC | ε lower bound (point) |"
         " ε lower bound (95%) | members / non-members scored | wall time |",

@@ -252,6 +252,7 @@ def bench_dp_step(bench: Bench) -> dict[str, Any]:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
+    from client.randomness import secret
     from client.train import TrainSettings, train_round
 
     s = bench.sizes
@@ -281,7 +282,9 @@ def bench_dp_step(bench: Bench) -> dict[str, Any]:
                 )
                 stamps.clear()
                 started = time.perf_counter()
-                result = train_round(net, histories, vectors, tokens, settings, round_seed=rep)
+                result = train_round(
+                    net, histories, vectors, tokens, settings, population=len(histories), randomness=secret()
+                )
                 ended = time.perf_counter()
                 if len(stamps) != result.steps:
                     raise RuntimeError(

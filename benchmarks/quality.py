@@ -130,6 +130,7 @@ def run_zero_shot(bench: BenchData, plan: Plan, cache: Path) -> dict:
 
 def run_centralized(bench: BenchData, plan: Plan, cache: Path) -> dict:
     """One party holding every user, non-private, the federated step budget (clients x steps a round)."""
+    from client.randomness import secret
     from client.train import train_round
     from shared.model import Recommender
 
@@ -140,8 +141,10 @@ def run_centralized(bench: BenchData, plan: Plan, cache: Path) -> dict:
     settings = replace(_settings(cfg), local_steps=plan.clients * plan.local_steps)
     curve = [_curve_point(0, model, vectors, bench.dataset.users)]
     for server_round in range(1, plan.rounds + 1):
-        seed = cfg.seed * 1_000_003 + server_round
-        train_round(model, bench.train_view.train, vectors, tokens, settings, round_seed=seed)
+        histories = bench.train_view.train
+        train_round(
+            model, histories, vectors, tokens, settings, population=len(histories), randomness=secret()
+        )
         vectors = catalogue_vectors(model, bench.texts, cache)
         curve.append(_curve_point(server_round, model, vectors, bench.dataset.users))
         print(
@@ -159,6 +162,7 @@ def run_local_only(bench: BenchData, plan: Plan, parts: list[list[str]], work: P
     steps) in one local round; its catalogue vectors are those of the untrained model during training
     (federated rows refresh them every round). This saves one catalogue encoding per client and round.
     """
+    from client.randomness import secret
     from client.train import train_round
     from shared.model import Recommender
 
@@ -170,8 +174,7 @@ def run_local_only(bench: BenchData, plan: Plan, parts: list[list[str]], work: P
         tokens = model.tokenize(bench.texts)
         vectors = catalogue_vectors(model, bench.texts, cache)
         train = subset(bench.train_view, users).train
-        seed = cfg.seed * 1_000_003 + index * 1_009 + 1
-        train_round(model, train, vectors, tokens, settings, round_seed=seed)
+        train_round(model, train, vectors, tokens, settings, population=len(train), randomness=secret())
         vectors = model.encode_texts(bench.texts)  # one client's model: not worth caching
         own = subset(bench.dataset.users, users)
         scores = {split: evaluate_split(model, vectors, own, split) for split in ("valid", "test")}

@@ -1,7 +1,8 @@
 """One round of local training on a client's private users, with Opacus DP-SGD (or without, labelled).
 
 The privacy unit is the user. Each step, Opacus' Poisson loader samples every local user
-independently with probability q = batch_size / n_users; a sampled user contributes exactly one
+independently with probability q, fixed from the partner's *declared* population bound (public), never
+from its real user count (private); a sampled user contributes exactly one
 example built from their own history: up to `positions_per_user` next-item predictions inside their
 training part (positions drawn at random), whose losses are averaged into that one example's loss.
 The loss of an example depends only on that user's data and on public data: the positive is the
@@ -9,6 +10,9 @@ user's own item, the negatives are drawn for that example from the public catalo
 positive's nearest neighbours under the current global model; plus random ones). All candidates are
 encoded with gradient, so the item tower cannot lower the loss by moving every item at once.
 Per-example clipping bounds each user's influence, and Opacus' accountant gives user-level ε.
+Noise, sampling and per-example draws come from `client/randomness.py`'s secret streams; the update's
+scale (Opacus' expected batch size) is the public population × q, so nothing here depends on how many
+users the partner really has except through the clipped, noised sum.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, Dataset
 
+from client.randomness import Randomness
 from shared.config import RunConfig
 from shared.model import Recommender
 from shared.privacy import History
@@ -42,7 +48,6 @@ class TrainSettings:
     # Next-item positions of a user's sequence averaged into its one example (its clipped gradient): more
     # of each user's signal per step at no privacy cost. Candidates are encoded for the first one only.
     positions_per_user: int = 1
-    seed: int = 0
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, noise_multiplier: float) -> TrainSettings:
@@ -67,8 +72,8 @@ class TrainSettings:
 class TrainResult:
     steps: int
     examples: int  # examples processed, summed over steps (for logging, not a weight)
-    users: int  # users able to train (at least two training items)
-    sample_rate: float
+    users: int  # users able to train (at least two training items): private, never sent
+    sample_rate: float  # public: from the declared population
     mean_loss: float
     history: History  # this round's DP steps as Opacus history entries; empty if non-private
 
@@ -88,7 +93,7 @@ class UserExamples(Dataset):
         item_vectors: np.ndarray,
         tokens: tuple[torch.Tensor, torch.Tensor],
         settings: TrainSettings,
-        seed: int,
+        draws: np.random.SeedSequence,
     ) -> None:
         if settings.positions_per_user < 1:
             raise ValueError(f"positions_per_user must be at least 1, not {settings.positions_per_user}")
@@ -96,17 +101,19 @@ class UserExamples(Dataset):
         self.settings = settings
         hard = settings.hard_negatives and model.config.lora_rank
         self.neighbours = nearest_items(item_vectors, NEIGHBOURS) if hard else None
-        self.rng = np.random.default_rng(seed)
+        self.draws = draws
 
     def __len__(self) -> int:
         return len(self.histories)
 
     def __getitem__(self, index: int):
+        # each drawn example gets its own child stream, so no user's draws shift with another user's data
+        rng = np.random.default_rng(self.draws.spawn(1)[0])
         history, k = self.histories[index], self.settings.positions_per_user
-        targets = [int(self.rng.integers(1, len(history)))]
+        targets = [int(rng.integers(1, len(history)))]
         if k > 1:
             others = [t for t in range(1, len(history)) if t != targets[0]]
-            targets += [int(t) for t in self.rng.choice(others, min(k - 1, len(others)), replace=False)]
+            targets += [int(t) for t in rng.choice(others, min(k - 1, len(others)), replace=False)]
         length = self.model.config.history_length
         pooled = np.zeros((k, self.item_vectors.shape[1]), dtype=np.float32)
         pooled[: len(targets)] = self.model.pool_history(self.item_vectors, [history[:t] for t in targets])
@@ -118,17 +125,17 @@ class UserExamples(Dataset):
             seen[row, : len(recent)] = torch.tensor(recent)
         # a frozen text tower (lora_rank 0) trains on the catalogue logits alone: no candidates to encode
         first = history[targets[0]]
-        candidates = [first] + self._negatives(first) if self.model.config.lora_rank else []
+        candidates = [first] + self._negatives(first, rng) if self.model.config.lora_rank else []
         ids, mask = self.tokens[0][candidates], self.tokens[1][candidates]
         return ids, mask, torch.from_numpy(pooled), items, seen
 
-    def _negatives(self, item: int) -> list[int]:
+    def _negatives(self, item: int, rng: np.random.Generator) -> list[int]:
         n_items, out = len(self.item_vectors), []
         if self.neighbours is not None:
             pool = [int(j) for j in self.neighbours[item] if j != item]
-            out += [int(j) for j in self.rng.choice(pool, self.settings.hard_negatives, replace=False)]
+            out += [int(j) for j in rng.choice(pool, self.settings.hard_negatives, replace=False)]
         while len(out) < self.settings.num_negatives:
-            j = int(self.rng.integers(n_items))
+            j = int(rng.integers(n_items))
             if j != item and j not in out:
                 out.append(j)
         return out
@@ -149,9 +156,14 @@ def nearest_items(item_vectors: np.ndarray, k: int) -> np.ndarray:
     return neighbours
 
 
-def poisson_rate(n_users: int, batch_size: int) -> float:
-    """The sampling rate Opacus will use for this loader: 1 / number of batches (known before training)."""
-    return 1.0 / math.ceil(n_users / min(batch_size, n_users))
+def poisson_rate(population: int, batch_size: int) -> float:
+    """The Poisson rate for a declared population bound: 1 / ⌈population / batch⌉, public before training.
+
+    Its inverse is an integer, so Opacus' accountant (which records 1 / len(loader)) sees exactly q.
+    """
+    if population < 1 or batch_size < 1:
+        raise ValueError(f"population and batch size must be positive, not {population} and {batch_size}")
+    return 1.0 / math.ceil(population / min(batch_size, population))
 
 
 def trainable_users(histories: list[list[int]]) -> list[list[int]]:
@@ -165,20 +177,30 @@ def train_round(
     item_vectors: np.ndarray,
     tokens: tuple[torch.Tensor, torch.Tensor],
     settings: TrainSettings,
-    round_seed: int,
+    *,
+    population: int,
+    randomness: Randomness,
 ) -> TrainResult:
-    """Run `local_steps` optimizer steps; returns the DP history of exactly those steps."""
-    torch.manual_seed(round_seed)
+    """Run `local_steps` optimizer steps; returns the DP history of exactly those steps.
+
+    `population` is the partner's declared bound on its user count (public): it fixes q and the update's
+    scale. Training refuses if the real count exceeds it, since q would then understate each user's risk.
+    """
     users = trainable_users(histories)
     if not users:
         raise ValueError("no local user has two or more training items: nothing to train on")
-    data = UserExamples(model, users, item_vectors, tokens, settings, seed=round_seed)
-    loader = DataLoader(
-        data,
-        batch_size=min(settings.batch_size, len(users)),
-        shuffle=True,
-        generator=torch.Generator().manual_seed(round_seed),
-    )
+    if len(histories) > population:
+        raise ValueError(
+            f"the partner has {len(histories)} users, more than its declared population {population}:"
+            " raise `population` in its node config (a public bound) before training"
+        )
+    data = UserExamples(model, users, item_vectors, tokens, settings, draws=randomness.examples)
+    q = poisson_rate(population, settings.batch_size)
+    if settings.private:
+        loader: DataLoader = DPDataLoader(data, sample_rate=q, generator=randomness.sampling)
+    else:
+        batch = min(settings.batch_size, len(users))
+        loader = DataLoader(data, batch_size=batch, shuffle=True, generator=randomness.sampling)
     params = [p for p in model.parameters() if p.requires_grad]
     groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "ids": [], "head": []}
     for name, p in model.named_parameters():
@@ -202,9 +224,12 @@ def train_round(
             data_loader=loader,
             noise_multiplier=settings.noise_multiplier,
             max_grad_norm=settings.max_grad_norm,
-            poisson_sampling=True,
+            poisson_sampling=False,  # the loader above already samples, at the public rate q
+            noise_generator=randomness.noise,
         )
-    sample_rate = loader.sample_rate if settings.private else loader.batch_size / len(users)
+        # Opacus divides the noised sum by len(dataset) * q: make that the public population * q instead
+        optimizer.expected_batch_size = max(1, round(population * q))
+    sample_rate = q if settings.private else loader.batch_size / len(users)
     catalogue = torch.from_numpy(item_vectors)
     losses, examples, steps = [], 0, 0
     while steps < settings.local_steps:

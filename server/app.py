@@ -20,46 +20,60 @@ from flwr.serverapp.strategy import FedAvg
 from server.client_privacy import ClientLevelDP
 from server.evaluation import CentralEvaluator
 from server.publish import publish
+from server.release_book import ReleaseBook
 from server.secure_aggregation import run_secure
 from server.strategy import AdapterGuard
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.model import Recommender
-from shared.privacy import PRIVACY_UNIT
+from shared.privacy import NOISE_REPRODUCIBLE, NOT_PRIVATE_LABEL, PRIVACY_UNIT
 from shared.schema import load_catalogue
 
 
-def privacy_summary(
-    cfg: RunConfig, reports: dict[int, list[dict]], client_dp: ClientLevelDP | None
-) -> dict[str, Any]:
-    """Which guarantees hold, and each client's ε composed over every round it trained in."""
-    latest: dict[str, dict] = {}
-    for server_round in sorted(reports):
-        for report in reports[server_round]:
-            latest[str(report["client"])] = {**report, "round": server_round}
-    clients = dict(sorted(latest.items()))
+def privacy_summary(cfg: RunConfig, book: ReleaseBook, client_dp: ClientLevelDP | None) -> dict[str, Any]:
+    """Which guarantees hold, and each client's ε composed over every round it trained in (its reports)."""
+    clients = book.latest()
+    private = {c: r for c, r in clients.items() if r.private}
+    reproducible = sorted(c for c, r in private.items() if r.noise == NOISE_REPRODUCIBLE)
     guarantees = []
-    if cfg.private:
+    if private and not reproducible:
         guarantees.append("user-level DP inside each partner (DP-SGD, Opacus PRV accountant)")
     if client_dp:
         guarantees.append(
             "client-level DP across clients (Flower fixed-clipping wrapper, Flower RDP accountant)"
         )
+    if reproducible:
+        guarantees.insert(0, f"{NOT_PRIVATE_LABEL} ({', '.join(reproducible)})")
     return {
-        "private": cfg.private,
+        "private": cfg.private and not reproducible,
+        "noise": "reproducible" if reproducible else ("secret" if cfg.private else "none"),
         "guarantees": guarantees or ["NONE: non-private run"],
         "secure_aggregation": cfg.secure_aggregation,
         "unit": PRIVACY_UNIT,
         "accountant": "prv (rdp alongside)",
         "delta": cfg.delta,
         "max_grad_norm": cfg.max_grad_norm if cfg.private else None,
-        "epsilon_cap": cfg.epsilon_cap or None,
-        "epsilon": {c: r["epsilon-prv"] for c, r in clients.items() if r["private"]},
-        "epsilon_rdp": {c: r["epsilon-rdp"] for c, r in clients.items() if r["private"]},
-        "noise_multipliers": {c: r["noise-multiplier"] for c, r in clients.items() if r["private"]},
-        "history": {c: r["history"] for c, r in clients.items() if r["private"]},
+        "target_epsilon": {c: r.target_epsilon or None for c, r in private.items()},
+        "epsilon_cap": {c: r.epsilon_cap or None for c, r in private.items()},
+        "epsilon": {c: r.epsilon_prv for c, r in private.items()},
+        "epsilon_rdp": {c: r.epsilon_rdp for c, r in private.items()},
+        "noise_multipliers": {c: r.noise_multiplier for c, r in private.items()},
+        "sample_rates": {c: r.sample_rate for c, r in private.items()},
+        "non_private_clients": sorted(c for c, r in clients.items() if not r.private),
         "client_level": client_dp.summary() if client_dp else None,
     }
+
+
+def print_budgets(privacy: dict[str, Any]) -> None:
+    """The end of every run: each partner's ε against its target and cap."""
+    for client, eps in privacy["epsilon"].items():
+        target, cap = privacy["target_epsilon"][client], privacy["epsilon_cap"][client]
+        print(
+            f"{client}: ε = {eps:.3f} at δ = {privacy['delta']:g} (target {target or '-'}, cap {cap or '-'})",
+            flush=True,
+        )
+    for client in privacy["non_private_clients"]:
+        print(f"{client}: NOT PRIVATE (no DP noise)", flush=True)
 
 
 def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, Any]:
@@ -78,19 +92,21 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, An
     if cfg.client_level_dp:
         client_dp = ClientLevelDP(cfg, cfg.min_clients, run_dir / "server", run=str(context.run_id))
 
+    releases = ReleaseBook(run_dir / "server")
     if cfg.secure_aggregation:
-        final, book, central = run_secure(grid, context, cfg, initial, evaluator, client_dp)
+        final, book, central = run_secure(grid, context, cfg, initial, evaluator, client_dp, releases)
         train_metrics, federated = book.train_metrics, {}
     else:
         fedavg = FedAvg(
             fraction_train=cfg.fraction_train,
-            fraction_evaluate=1.0,
+            # a private run's clients release no per-client metrics: evaluation is central (simulation)
+            fraction_evaluate=0.0 if cfg.private else 1.0,
             min_train_nodes=cfg.min_clients if client_dp else 1,
-            min_evaluate_nodes=1,
+            min_evaluate_nodes=0 if cfg.private else 1,
             min_available_nodes=cfg.min_clients,
-            weighted_by_key=WEIGHT if client_dp else "num-examples",
+            weighted_by_key=WEIGHT,  # equal, public weights: FedAvg by counts would need a DP count
         )
-        book = AdapterGuard(client_dp.wrap(fedavg) if client_dp else fedavg, expected, client_dp)
+        book = AdapterGuard(client_dp.wrap(fedavg) if client_dp else fedavg, expected, releases, client_dp)
         result = book.start(
             grid=grid, initial_arrays=initial, num_rounds=cfg.num_server_rounds, evaluate_fn=evaluator
         )
@@ -98,14 +114,14 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, An
         train_metrics = {r: _plain(m) for r, m in result.train_metrics_clientapp.items()}
         federated, central = result.evaluate_metrics_clientapp, result.evaluate_metrics_serverapp
 
-    privacy = privacy_summary(cfg, book.privacy_reports, client_dp)
+    privacy = privacy_summary(cfg, releases, client_dp)
     model.load_trainable_state(from_record(final, expected))
     artifact = publish(
         model,
         catalogue,
         run_dir / "index",
         cfg.num_server_rounds,
-        info={"privacy": {k: v for k, v in privacy.items() if k != "history"}, "config": cfg.to_flower()},
+        info={"privacy": privacy, "config": cfg.to_flower()},
         cache_dir=run_dir / "cache",
     )
     print(f"published global item index: {artifact}", flush=True)
@@ -119,9 +135,7 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, An
                 "federated_eval": _plain(federated.get(server_round)),
                 "central_eval": _plain(central.get(server_round)),
                 "epsilon": {
-                    str(r["client"]): r["epsilon-prv"]
-                    for r in book.privacy_reports.get(server_round, [])
-                    if r["private"]
+                    r.client: r.epsilon_prv for r in releases.reports.get(server_round, []) if r.private
                 },
                 "client_level_epsilon": _client_level_epsilon(client_dp, server_round),
                 "refused": book.refused.get(server_round, []),
@@ -134,6 +148,7 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, An
             f.write(json.dumps(line) + "\n")
     report = {"artifact": str(artifact), "privacy": privacy, "rounds": rounds}
     (run_dir / "server.json").write_text(json.dumps(report, indent=2))
+    print_budgets(privacy)
     return report
 
 

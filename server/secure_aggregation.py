@@ -31,6 +31,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 
 from server.client_privacy import ClientLevelDP
+from server.release_book import ReleaseBook
 from shared.adapters import ADAPTER_NAMES, record_from_list
 from shared.config import RunConfig
 
@@ -49,8 +50,8 @@ class SecureRecorder(Strategy):
     """Wraps the legacy strategy: keeps privacy reports, accounts client-level DP, stops at its cap."""
 
     strategy: Strategy
+    book: ReleaseBook
     client_dp: ClientLevelDP | None = None
-    privacy_reports: dict[int, list[dict]] = field(default_factory=dict)
     refused: dict[int, list[str]] = field(default_factory=dict)
     skipped: dict[int, list[str]] = field(default_factory=dict)
     stopped: dict[int, str] = field(default_factory=dict)
@@ -74,14 +75,14 @@ class SecureRecorder(Strategy):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Any]]:
         self.skipped[server_round] = [str(f) for f in failures]
-        for _, res in results:
+        for proxy, res in results:
             report = {
                 k.removeprefix("privacy:"): v for k, v in res.metrics.items() if k.startswith("privacy:")
             }
-            if report:
-                if "history" in report:
-                    report["history"] = json.loads(str(report["history"]))
-                self.privacy_reports.setdefault(server_round, []).append(report)
+            try:  # under SecAgg+ one masked update cannot be dropped from the sum: record the failure
+                self.book.record(server_round, report, int(getattr(proxy, "node_id", -1)))
+            except ValueError as err:
+                self.refused.setdefault(server_round, []).append(f"privacy report: {err}")
         parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
         if parameters is not None and self.client_dp:
             self.client_dp.compose(server_round)
@@ -116,6 +117,7 @@ def run_secure(
     initial: ArrayRecord,
     evaluate_fn,
     client_dp: ClientLevelDP | None,
+    book: ReleaseBook,
 ) -> tuple[ArrayRecord, SecureRecorder, dict[int, MetricRecord]]:
     """Run the federation under SecAgg+; returns the final adapters, the recorder and central metrics."""
     names = list(initial.keys())
@@ -147,7 +149,7 @@ def run_secure(
         strategy = DifferentialPrivacyClientSideFixedClipping(
             strategy, client_dp.sigma, client_dp.clipping_norm, n
         )
-    recorder = SecureRecorder(strategy, client_dp)
+    recorder = SecureRecorder(strategy, book, client_dp)
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=cfg.num_server_rounds), strategy=recorder
     )

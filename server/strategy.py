@@ -3,15 +3,15 @@
 `AdapterGuard` wraps the strategy that aggregates: Flower's FedAvg, or FedAvg inside Flower's
 client-level DP wrapper. It adds no arithmetic of its own. Replies carrying any tensor that is not an
 expected adapter (name and shape) are refused before aggregation. Clients that declined to train
-(their privacy cap) are recorded and the others carry on. Each client's privacy report is kept per
-round for the run summary. With client-level DP, every noised aggregate is also written to the
+(their privacy cap or terms) are recorded and the others carry on. Each client's privacy report is
+parsed strictly and receipted (`server/release_book.py`) before its update is used; a reply without a
+valid report is refused. With client-level DP, every noised aggregate is also written to the
 server's privacy ledger. When Flower's accountant says the next release would pass the client-level
 cap, training stops there.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from logging import WARNING
 
@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from server.client_privacy import ClientLevelDP
+from server.release_book import ReleaseBook
 from shared.adapters import AdapterLeakError, from_record
 
 
@@ -30,12 +31,13 @@ class AdapterGuard(Strategy):
         self,
         strategy: Strategy,
         expected: dict[str, tuple[int, ...]],
+        book: ReleaseBook,
         client_dp: ClientLevelDP | None = None,
     ) -> None:
         self.strategy = strategy
         self.expected = expected
+        self.book = book
         self.client_dp = client_dp
-        self.privacy_reports: dict[int, list[dict]] = {}  # round -> one report per client
         self.refused: dict[int, list[str]] = {}  # round -> reasons an update was refused
         self.skipped: dict[int, list[str]] = {}  # round -> reasons a client did not train (e.g. budget cap)
         self.stopped: dict[int, str] = {}  # round -> why no round was started (client-level budget)
@@ -60,27 +62,23 @@ class AdapterGuard(Strategy):
             if msg.has_error():
                 self.skipped.setdefault(server_round, []).append(msg.error.reason)
                 continue
+            node = msg.metadata.src_node_id
             try:
                 from_record(msg.content["arrays"], self.expected)
-            except (AdapterLeakError, KeyError) as err:
-                reason = f"node {msg.metadata.src_node_id}: {err}"
+                if "privacy" not in msg.content:
+                    raise ValueError("no privacy report: an update without its accounting is not used")
+                self.book.record(server_round, dict(msg.content["privacy"]), node)
+            except (AdapterLeakError, KeyError, ValueError) as err:
+                reason = f"node {node}: {err}"
                 log(WARNING, "refused update: %s", reason)
                 self.refused.setdefault(server_round, []).append(reason)
                 continue
             accepted.append(msg)
-            if "privacy" in msg.content:
-                self.record_report(server_round, dict(msg.content["privacy"]))
         released = self.client_dp.releases() if self.client_dp else 0
         arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
         if self.client_dp and self.client_dp.releases() > released:
             self.client_dp.record(server_round)
         return arrays, metrics
-
-    def record_report(self, server_round: int, report: dict) -> None:
-        """Keep one client's privacy report (its ε so far, from its own ledger) for the run summary."""
-        if "history" in report:
-            report["history"] = json.loads(str(report["history"]))
-        self.privacy_reports.setdefault(server_round, []).append(report)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

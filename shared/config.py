@@ -28,8 +28,10 @@ class RunConfig:
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5
-    epsilon_cap: float = 0.0  # per client, at delta; 0 = no cap. A round that would pass it is not trained
-    target_epsilon: float = 0.0  # > 0: calibrate the noise multiplier to reach this ε over all planned rounds
+    epsilon_cap: float = 10.0  # per client, at delta; 0 = no cap. A round that would pass it is not trained
+    # > 0: each client calibrates σ so that ε(its ledger + the rounds still planned) reaches this; 0: σ fixed
+    target_epsilon: float = 8.0
+    reproducible_noise: bool = False  # TEST ONLY: seeded DP noise, labelled "not private" everywhere
     # Client-level DP (Flower's fixed-clipping wrappers + Flower's RDP accountant, ledger kept by the server):
     client_noise_multiplier: float = 0.0  # > 0 turns it on: noise std σ·C/n on the mean of n clipped updates
     client_clipping_norm: float = 1.0  # C: the L2 bound on one client's adapter update (new - global)

@@ -19,11 +19,18 @@ A line is the canonical JSON (sorted keys, separators "," and ":") of:
 
 Verification recomputes every hash and link and checks that each line is byte-for-byte canonical, so a
 flipped byte anywhere, a removed, inserted or reordered line, or an edited ε is detected. What a hash
-chain cannot show on its own is that the *last* lines were cut off; compare `Ledger.head()` with a copy
-kept elsewhere (e.g. reported to the server each round) for that.
+chain cannot show on its own is that the ledger was cut short or rebuilt from scratch: so with every
+update a client reports the (seq, sha256) of its release's line, the server records it in its own
+receipts (`shared/receipts.py`), and the auditor checks every receipt against the client's file.
+
+Version 2 adds `noise` ("secret": noise and sampling from the OS's secure source; "reproducible": a
+test-only seeded build, "not private") and `kind` ("release"). The cap is enforced *by the append*,
+under the file lock: a release whose ε would pass `epsilon_cap` is refused and nothing is written, so
+two trainers of one client cannot both pass a check and then both spend. A client appends before it
+trains (the release is reserved), so a crash mid-round can only over-count, never under-count.
 
 Non-finite ε (a release with noise multiplier 0, i.e. no DP) is written as JSON `Infinity`, as Python's
-json module does.
+json module does. Files are created 0600: they are the partner's own state.
 """
 
 from __future__ import annotations
@@ -38,15 +45,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from shared.privacy import PRIVACY_UNIT, History, compact, epsilon
+from shared.privacy import NOISE_REPRODUCIBLE, NOISE_SECRET, PRIVACY_UNIT, History, compact, epsilon
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 LEDGER_NAME = "privacy-ledger.jsonl"
 GENESIS = "0" * 64
 
 
 class LedgerError(RuntimeError):
     """A ledger that cannot be trusted or a release that must not be recorded; names the file and line."""
+
+
+class BudgetExceeded(LedgerError):
+    """The release would pass the ε cap: refused by the append itself, nothing written."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,13 @@ class Release:
     epsilon_rdp: float = 0.0
     epsilon_cap: float | None = None  # the ε cap the client enforces, if any
     run: str = ""  # federation run id; (run, client, round) is unique, so one ledger can span several runs
+    noise: str = NOISE_SECRET  # NOISE_REPRODUCIBLE: test-only seeded noise, replayable by anyone
+    kind: str = "release"
+
+    @property
+    def private(self) -> bool:
+        """A real guarantee: noise present and unpredictable."""
+        return self.noise == NOISE_SECRET and self.noise_multiplier > 0
 
     @property
     def epsilon(self) -> float:
@@ -89,6 +107,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "epsilon_rdp": (int, float),
     "epsilon_cap": (int, float, type(None)),
     "run": (str,),
+    "noise": (str,),
+    "kind": (str,),
     "seq": (int,),
     "prev_hash": (str,),
     "hash": (str,),
@@ -107,6 +127,11 @@ def sha256(data: bytes) -> str:
 
 def record_hash(record: dict[str, Any]) -> str:
     return sha256(canonical({k: v for k, v in record.items() if k != "hash"}))
+
+
+def line_hash(record: dict[str, Any]) -> str:
+    """sha256 of the record's line as written (its canonical bytes): what the next line's prev_hash holds."""
+    return sha256(canonical(record))
 
 
 def history_of(records: list[dict[str, Any]]) -> History:
@@ -152,8 +177,10 @@ def _check_release(path: Path, **values: Any) -> None:
     if values["accountant"] not in ("prv", "rdp"):
         raise bad(f"accountant must be 'prv' or 'rdp', got {values['accountant']!r}")
     cap = values["epsilon_cap"]
-    if cap is not None and not (isinstance(cap, (int, float)) and cap > 0):
-        raise bad(f"epsilon_cap must be None or > 0, got {cap!r}")
+    if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+        raise bad(f"epsilon_cap must be None or finite and > 0, got {cap!r}")
+    if values["noise"] not in (NOISE_SECRET, NOISE_REPRODUCIBLE):
+        raise bad(f"noise must be {NOISE_SECRET!r} or {NOISE_REPRODUCIBLE!r}, got {values['noise']!r}")
 
 
 def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
@@ -182,9 +209,13 @@ def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
             if isinstance(rec[name], bool) or not isinstance(rec[name], types):
                 raise LedgerError(f"{where}: field {name!r} has the wrong type ({rec[name]!r})")
         if rec["version"] != LEDGER_VERSION:
+            if rec["version"] == 1:
+                raise LedgerError(f"{where}: ledger version 1 (no noise source recorded): not trusted")
             raise LedgerError(f"{where}: ledger version {rec['version']}, this code reads {LEDGER_VERSION}")
         if canonical(rec) != raw:
             raise LedgerError(f"{where}: line is not in canonical form (edited by hand?)")
+        if rec["noise"] not in (NOISE_SECRET, NOISE_REPRODUCIBLE) or rec["kind"] != "release":
+            raise LedgerError(f"{where}: unknown noise {rec['noise']!r} or kind {rec['kind']!r}")
         if record_hash(rec) != rec["hash"]:
             raise LedgerError(f"{where}: hash mismatch: the record was altered after it was written")
         if rec["prev_hash"] != prev:
@@ -250,6 +281,13 @@ class Ledger:
         records = parse(data, self.path)
         return len(records), (sha256(data.split(b"\n")[-2]) if records else GENESIS)
 
+    def receipt(self, run: str, round: int) -> tuple[int, str]:
+        """(seq, line hash) of the release of (run, round): what the client reports to the server."""
+        for rec in self.records():
+            if rec["run"] == run and rec["round"] == round:
+                return rec["seq"], line_hash(rec)
+        raise LedgerError(f"{self.path}: no release of round {round} in run {run!r}")
+
     def epsilon(self, delta: float) -> tuple[float, float]:
         """(ε_prv, ε_rdp) spent so far, at δ."""
         return epsilons(self.history(), delta)
@@ -275,13 +313,14 @@ class Ledger:
         accountant: str = "prv",
         unit: str = PRIVACY_UNIT,
         run: str = "",
+        noise: str = NOISE_SECRET,
     ) -> Release:
         """Record one release (before its result leaves the client); returns it with ε after it.
 
         Refused (LedgerError, nothing written) if the ledger is broken, if this (run, round) is already
-        recorded (a restarted client must resume, not double-count), or if it names another client.
-        Never refused for exceeding `epsilon_cap`: the ledger records what happened; enforce the cap
-        with `project` before training.
+        recorded (a restarted client must resume, not double-count), or if it names another client;
+        refused with BudgetExceeded if ε (under `accountant`) after it would pass `epsilon_cap`. The
+        check and the write happen under one exclusive lock, so concurrent appenders cannot both pass.
         """
         _check_release(
             self.path,
@@ -294,10 +333,11 @@ class Ledger:
             delta=delta,
             accountant=accountant,
             epsilon_cap=epsilon_cap,
+            noise=noise,
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = _read_all(fd)
@@ -314,6 +354,12 @@ class Ledger:
                 )
             new = [(float(noise_multiplier), float(sample_rate), int(steps))] if steps > 0 else []
             eps_prv, eps_rdp = epsilons(history_of(records) + new, delta)
+            spent = eps_rdp if accountant == "rdp" else eps_prv
+            if epsilon_cap is not None and spent > epsilon_cap:
+                raise BudgetExceeded(
+                    f"{where}: round {round} of client {client!r} would bring ε to {spent:.3f} > cap"
+                    f" {epsilon_cap:g} (δ={delta:g}, {accountant}); not recorded, so it must not be trained"
+                )
             release = Release(
                 client=client,
                 round=int(round),
@@ -328,6 +374,7 @@ class Ledger:
                 epsilon_rdp=eps_rdp,
                 epsilon_cap=None if epsilon_cap is None else float(epsilon_cap),
                 run=run,
+                noise=noise,
             )
             prev = sha256(data.split(b"\n")[-2]) if records else GENESIS
             record = {**asdict(release), "seq": len(records), "prev_hash": prev, "version": LEDGER_VERSION}

@@ -7,6 +7,8 @@ an accountant rebuilt from the whole history gives the ε of *all* training the 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -14,6 +16,9 @@ from opacus.accountants.utils import get_noise_multiplier
 History = list[tuple[float, float, int]]
 ACCOUNTANTS = {"prv": PRVAccountant, "rdp": RDPAccountant}
 PRIVACY_UNIT = "user"  # one example per sampled user per step, built from that user's own history
+NOISE_SECRET = "secret"  # DP noise and sampling seeded from the OS's secure source, fresh per round
+NOISE_REPRODUCIBLE = "reproducible"  # test-only seeded streams: whoever knows the seed can subtract the noise
+NOT_PRIVATE_LABEL = "not private: reproducible noise"  # printed on every output of a reproducible run
 
 
 def compact(history: History) -> History:
@@ -35,12 +40,54 @@ def epsilon(history: History, delta: float, accountant: str = "prv") -> float:
         raise ValueError(f"unknown accountant {accountant!r}; choose from {sorted(ACCOUNTANTS)}")
     acc = ACCOUNTANTS[accountant]()
     acc.history = compact(history)
-    with np.errstate(divide="ignore"):  # PRV at sample rate 1 (client-level DP) takes log(1 - q) = log 0
+    # PRV at sample rate 1 (client-level DP) takes log(1 - q) = log 0; large σ overflows harmlessly
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # RDP's "optimal order is the largest alpha"
         return float(acc.get_epsilon(delta=delta))
 
 
-def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """The smallest σ (Opacus' search, PRV) whose ε over `steps` is at most the target: never overshoots."""
+class BudgetSpent(ValueError):
+    """No σ can keep ε(history + planned steps) at or below the target: the remaining budget is spent."""
+
+
+def calibrate_noise(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, history: History | None = None
+) -> float:
+    """The smallest σ (PRV) with ε(history + `steps` more at σ) ≤ target: never overshoots.
+
+    With an empty history this is Opacus' own search. With one (the ledger's), σ is found on the
+    remaining budget by bisection, so a partner that already spent some ε gets more noise, not a
+    larger total. Raises BudgetSpent when even σ = SIGMA_MAX cannot stay under the target.
+    """
+    if not history:
+        return _calibrate_fresh(target_epsilon, delta, sample_rate, steps)
+    past = compact(history)
+
+    def total(sigma: float) -> float:
+        return epsilon(past + [(sigma, sample_rate, steps)], delta)
+
+    if epsilon(past, delta) >= target_epsilon or total(SIGMA_MAX) > target_epsilon:
+        raise BudgetSpent(
+            f"ε already spent {epsilon(past, delta):.3f}: no noise multiplier up to {SIGMA_MAX:g} keeps"
+            f" {steps} more steps at or below the target ε {target_epsilon:g} (δ={delta:g})"
+        )
+    # The usual case: the earlier rounds followed the plan, so their σ still fits (one ε evaluation).
+    low = past[-1][0]
+    if total(low) <= target_epsilon:
+        return float(low)
+    high = low * 1.25
+    while total(high) > target_epsilon:  # bracket upwards (terminates: SIGMA_MAX fits)
+        low, high = high, min(high * 1.25, SIGMA_MAX)
+    while high / low > 1.005:  # geometric bisection: σ to 0.5 %, each ε evaluation ~1 s
+        mid = (low * high) ** 0.5
+        low, high = (low, mid) if total(mid) <= target_epsilon else (mid, high)
+    return float(high)
+
+
+SIGMA_MAX = 100.0
+
+
+def _calibrate_fresh(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     sigma = get_noise_multiplier(
         target_epsilon=target_epsilon,
         target_delta=delta,

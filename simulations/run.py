@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from shared.config import RunConfig
 from shared.data import user_data
 from shared.metrics import popularity_ranking, ranking_metrics
+from shared.privacy import NOT_PRIVATE_LABEL
 from shared.schema import load_catalogue, load_events
 from simulations.partition import partition_users, write_partitions
 from simulations.shop import ShopConfig, write_shop
@@ -84,7 +85,9 @@ def simulate(
     )
     parts = partition_users(log, cat, num_clients, partition, alpha, seed=cfg.seed)
     write_partitions(log, parts, out / "partitions")
+    declared = write_node_configs(out / "partitions", parts, cfg)
     print(f"partitions ({partition}): users per client {[len(p) for p in parts]}", flush=True)
+    print(f"declared populations (public, fix each partner's sampling rate): {declared}", flush=True)
 
     histories, targets = users.split("test")
     popularity = ranking_metrics(popularity_ranking(users.train, histories, len(cat)), targets, len(cat))
@@ -109,6 +112,9 @@ def simulate(
             "popularity": _pick(popularity),
             "zero_shot": {k.removeprefix("test-"): v for k, v in zero_shot.items() if k.startswith("test-")},
         },
+        "noise": server["privacy"]["noise"],
+        "target_epsilon": server["privacy"]["target_epsilon"],
+        "epsilon_cap": server["privacy"]["epsilon_cap"],
         "epsilon": server["privacy"]["epsilon"] if cfg.private else None,
         "epsilon_rdp": server["privacy"]["epsilon_rdp"] if cfg.private else None,
         "delta": cfg.delta,
@@ -133,6 +139,22 @@ def simulate(
             f.write(json.dumps(line) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+POPULATION_STEP = 50  # simulated partners declare their user count rounded up to this (a public bound)
+
+
+def write_node_configs(partitions_dir: Path, parts: list[list[str]], cfg: RunConfig) -> list[int]:
+    """Each simulated partner's own node config (what a SuperNode's --node-config would hold)."""
+    from client.app import NODE_CONFIG_FILE
+
+    declared = []
+    for index, users in enumerate(parts):
+        population = max(POPULATION_STEP, -(-len(users) // POPULATION_STEP) * POPULATION_STEP)
+        node = {"population": population, "require-private": cfg.private and not cfg.reproducible_noise}
+        (partitions_dir / f"client-{index}" / NODE_CONFIG_FILE).write_text(json.dumps(node) + "\n")
+        declared.append(population)
+    return declared
 
 
 def fork_safe_blas() -> threadpool_limits:
@@ -175,7 +197,8 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
 def _label(cfg: RunConfig) -> str:
     parts = [p for p, on in (("user-level DP", cfg.private), ("client-level DP", cfg.client_level_dp)) if on]
     label = " + ".join(parts) or "NON-PRIVATE"
-    return label + (" + SecAgg+" if cfg.secure_aggregation else "")
+    label += " + SecAgg+" if cfg.secure_aggregation else ""
+    return f"{NOT_PRIVATE_LABEL.upper()} ({label})" if cfg.reproducible_noise else label
 
 
 def _pick(metrics: dict[str, float]) -> dict[str, float]:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from client.train import TrainSettings, train_round
 from audit.membership import (
     attack_auc,
     epsilon_lower_bound,
@@ -19,6 +18,8 @@ from audit.membership import (
     run_attack,
     training_pairs,
 )
+from client.randomness import reproducible
+from client.train import TrainSettings, train_round
 from shared.artifact import write_artifact
 from tests.conftest import TEXTS
 
@@ -32,7 +33,6 @@ OVERFIT = TrainSettings(
     bias_learning_rate=0.05,
     num_negatives=1,
     hard_negatives=1,
-    seed=0,
 )
 
 
@@ -141,7 +141,7 @@ def overfit(tiny_model, tiny_catalogue, users):
     vectors, tokens = tiny_catalogue
     model = copy.deepcopy(tiny_model)
     train = [s[:-2] for s in users["members"]]
-    train_round(model, train, vectors, tokens, OVERFIT, round_seed=0)
+    train_round(model, train, vectors, tokens, OVERFIT, population=len(train), randomness=reproducible(0))
     model.eval()
     return model, model.encode_texts(TEXTS)  # the item vectors it would publish
 

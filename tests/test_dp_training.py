@@ -11,6 +11,7 @@ import torch
 from opacus import GradSampleModule, PrivacyEngine
 from torch.utils.data import DataLoader
 
+from client.randomness import reproducible, secret
 from client.train import TrainSettings, UserExamples, example_loss, train_round
 from shared.privacy import epsilon
 
@@ -27,8 +28,15 @@ def _perturbed(model, scale: float):
     return model
 
 
+def _train(model, histories, vectors, tokens, settings, seed=None, population=None):
+    """One round at the declared population (default: exactly the users); seeded only where a test says."""
+    streams = secret() if seed is None else reproducible(seed)
+    population = population or len(histories)
+    return train_round(model, histories, vectors, tokens, settings, population=population, randomness=streams)
+
+
 def _batch(model, histories, vectors, tokens, n=3, settings=SETTINGS):
-    data = UserExamples(model, histories, vectors, tokens, settings, seed=7)
+    data = UserExamples(model, histories, vectors, tokens, settings, draws=np.random.SeedSequence(7))
     return next(iter(DataLoader(data, batch_size=n)))
 
 
@@ -114,8 +122,8 @@ def test_round_history_and_epsilon_compose(tiny_model, tiny_catalogue, histories
     settings = TrainSettings(
         batch_size=6, local_steps=3, num_negatives=1, hard_negatives=1, noise_multiplier=1.1
     )
-    first = train_round(model, histories, vectors, tokens, settings, round_seed=1)
-    second = train_round(model, histories, vectors, tokens, settings, round_seed=2)
+    first = _train(model, histories, vectors, tokens, settings)
+    second = _train(model, histories, vectors, tokens, settings)
     q = 6 / len(histories)
     assert first.history == [(1.1, q, 3)] and second.history == [(1.1, q, 3)]
     assert first.sample_rate == pytest.approx(q)
@@ -127,13 +135,12 @@ def test_round_history_and_epsilon_compose(tiny_model, tiny_catalogue, histories
 def test_non_private_round_has_no_privacy_history(tiny_model, tiny_catalogue, histories):
     vectors, tokens = tiny_catalogue
     model = copy.deepcopy(tiny_model)
-    result = train_round(
+    result = _train(
         model,
         histories,
         vectors,
         tokens,
         TrainSettings(private=False, batch_size=6, local_steps=2, num_negatives=1, hard_negatives=1),
-        3,
     )
     assert result.history == [] and result.steps == 2
 
@@ -144,21 +151,50 @@ def test_empty_poisson_batch_is_still_a_step(tiny_model, tiny_catalogue):
     model = copy.deepcopy(tiny_model)
     histories = [[0, 1, 2], [3, 4, 5]]
     settings = TrainSettings(batch_size=1, local_steps=6, num_negatives=1, hard_negatives=1)
-    result = train_round(model, histories, vectors, tokens, settings, round_seed=11)
+    result = _train(model, histories, vectors, tokens, settings)
     assert result.steps == 6 and result.history == [(1.0, 0.5, 6)]
     assert result.examples < 12  # Poisson: batches vary in size, some empty with q = 0.5
 
 
-def test_same_seed_same_update(tiny_model, tiny_catalogue, histories):
+def _update(model, histories, vectors, tokens, seed=None, settings=SETTINGS):
+    model = copy.deepcopy(model)
+    _train(model, histories, vectors, tokens, settings, seed=seed)
+    state = model.trainable_state()
+    assert any(np.abs(state[n].numpy()).max() > 0 for n in state if "user_head.1" in n)  # training moved it
+    return state
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_noise_is_not_reproducible_from_public_values(tiny_model, tiny_catalogue, histories):
+    """The attack of the review: re-run a round with everything the server knows (config seed, client
+    index, round, global model, even the data). Secret randomness gives a different update every time;
+    only the labelled test-only reproducible streams replay."""
     vectors, tokens = tiny_catalogue
-    states = []
-    for _ in range(2):
-        model = copy.deepcopy(tiny_model)
-        train_round(model, histories, vectors, tokens, SETTINGS, round_seed=5)
-        states.append(model.trainable_state())
-    for name in states[0]:
-        torch.testing.assert_close(states[0][name], states[1][name], atol=0, rtol=0)
-    assert any(np.abs(states[0][n].numpy()).max() > 0 for n in states[0] if "user_head.1" in n)
+    private_runs = [_update(tiny_model, histories, vectors, tokens) for _ in range(2)]
+    assert not _same(*private_runs)
+    seeded = [_update(tiny_model, histories, vectors, tokens, seed=5) for _ in range(2)]
+    assert _same(*seeded)  # the planted bug the canary audit must catch, kept only behind its label
+    assert not _same(private_runs[0], seeded[0])
+
+
+def test_noise_alone_differs_between_rounds_with_the_same_sample(tiny_model, tiny_catalogue, histories):
+    """σ > 0 with sampling rate 1 (every user, every step): only the noise is random, and it differs."""
+    vectors, tokens = tiny_catalogue
+    settings = replace(SETTINGS, batch_size=len(histories), noise_multiplier=2.0, positions_per_user=4)
+    a, b = (_update(tiny_model, histories, vectors, tokens, settings=settings) for _ in range(2))
+    assert not _same(a, b)
+
+
+def test_population_fixes_the_sampling_rate_and_bounds_the_real_count(tiny_model, tiny_catalogue, histories):
+    vectors, tokens = tiny_catalogue
+    settings = replace(SETTINGS, batch_size=6, local_steps=1)
+    result = _train(copy.deepcopy(tiny_model), histories, vectors, tokens, settings, population=60)
+    assert result.sample_rate == 0.1 and result.history == [(1.0, 0.1, 1)]  # 1/⌈60/6⌉, not 6/24
+    with pytest.raises(ValueError, match="declared population"):
+        _train(copy.deepcopy(tiny_model), histories, vectors, tokens, settings, population=10)
 
 
 def test_a_users_example_averages_its_positions(tiny_frozen_text_model, tiny_catalogue, histories):

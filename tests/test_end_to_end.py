@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from client.device import Device
 from audit.ledgers import main as audit_main
+from client.device import Device
 from shared.artifact import load_artifact
 from shared.ledger import Ledger
 from shared.privacy import epsilon

@@ -57,6 +57,7 @@ def test_frozen_text_tower_trains_head_bias_and_id_rows_under_dp(
     tiny_frozen_text_model, tiny_catalogue, histories
 ):
     """lora_rank=0: nothing of MiniLM trains or is sent; a DP round moves the ID rows and is accounted."""
+    from client.randomness import secret
     from client.train import TrainSettings, train_round
 
     vectors, tokens = tiny_catalogue
@@ -66,7 +67,9 @@ def test_frozen_text_tower_trains_head_bias_and_id_rows_under_dp(
     settings = TrainSettings(
         batch_size=8, local_steps=3, private=True, noise_multiplier=1.0, max_grad_norm=1.0
     )
-    result = train_round(model, histories, vectors, tokens, settings, round_seed=3)
+    result = train_round(
+        model, histories, vectors, tokens, settings, population=len(histories), randomness=secret()
+    )
     assert len(result.history) == 1 and result.history[0][2] == 3  # (σ, q, steps) of exactly this round
     assert model.item_ids.weight.abs().max() > 0
     assert np.abs(model.item_space(vectors) - vectors).max() > 0

@@ -54,7 +54,8 @@ def test_line_layout(three):
     rec = json.loads(first)
     assert set(rec) == {
         "client", "round", "steps", "noise_multiplier", "sample_rate", "max_grad_norm", "delta", "accountant",
-        "unit", "epsilon_prv", "epsilon_rdp", "epsilon_cap", "run", "seq", "prev_hash", "hash", "version",
+        "unit", "epsilon_prv", "epsilon_rdp", "epsilon_cap", "run", "noise", "kind", "seq", "prev_hash",
+        "hash", "version",
     }  # fmt: skip
     body = {k: v for k, v in rec.items() if k != "hash"}
     assert rec["hash"] == sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())

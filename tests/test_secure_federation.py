@@ -19,8 +19,8 @@ from flwr.serverapp import PrivacyConfig, RdpAccountant
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import train
 from audit.ledgers import main as audit_main
+from client.app import train
 from server.secure_aggregation import quantization_error
 from shared.adapters import from_record, to_record
 from shared.artifact import load_artifact
