@@ -18,6 +18,7 @@ users the partner really has except through the clipped, noised sum.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,8 +181,13 @@ def train_round(
     *,
     population: int,
     randomness: Randomness,
+    on_step: Callable[[int, list[torch.Tensor]], None] | None = None,
 ) -> TrainResult:
     """Run `local_steps` optimizer steps; returns the DP history of exactly those steps.
+
+    `on_step(step, grads)` (audits only) sees each step's gradient as the optimizer used it: under DP,
+    Opacus' clipped, noised and averaged sum, one tensor per trained parameter in `model.parameters()`
+    order. An auditor given these sees more than the server (which sees the round's result only).
 
     `population` is the partner's declared bound on its user count (public): it fixes q and the update's
     scale. Training refuses if the real count exceeds it, since q would then understate each user's risk.
@@ -242,6 +248,8 @@ def train_round(
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
+            if on_step is not None:
+                on_step(steps, [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
             examples += len(ids)
             steps += 1
             if steps >= settings.local_steps:
