@@ -249,7 +249,7 @@ def train_round(
                 optimizer.step()
                 losses.append(loss.item())
             if on_step is not None:
-                on_step(steps, [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
+                on_step(steps, _grads(params))
             examples += len(ids)
             steps += 1
             if steps >= settings.local_steps:
@@ -293,6 +293,10 @@ def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor
     if candidate_logits.shape[1]:
         loss = loss + cross_entropy(candidate_logits, torch.zeros(len(ids), dtype=torch.long))
     return loss
+
+
+def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
 
 
 def _empty_step(params: list[torch.nn.Parameter], optimizer) -> None:
