@@ -1,10 +1,14 @@
 """`fedrec audit RUN_DIR`: verify every client's privacy ledger and state what ε the run actually spent.
 
-The auditor trusts nothing a client *reports*: it verifies each ledger's hash chain, rebuilds the DP
-history from the ledger's releases, recomputes ε after every release with the same accountants
+The auditor trusts neither side. It verifies each ledger's hash chain, rebuilds the DP history from
+the ledger's releases, recomputes ε after every release with the same accountants
 (`shared.privacy.epsilon`: PRV, with RDP alongside) and compares them with the ε each line records.
-A broken chain is reported as TAMPERED and its numbers are not used; an ε that does not recompute is
-an error. Writes RUN_DIR/audit/{audit.json, report.md, epsilon.png}.
+Then it checks every ledger against the server's receipts (`shared/receipts.py`), kept by the other
+party: a receipt whose client has no ledger (missing), whose line is gone (truncated) or differs
+(rewritten), or that records non-private or reproducible-noise participation is a failure. A broken
+chain is reported as TAMPERED and its numbers are not used. Inputs are explicit (`ledgers`,
+`receipts`); by default they are found under the run folder. Writes RUN_DIR/audit/{audit.json,
+report.md, epsilon.png}; exit status 1 on any failure.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of
+from shared.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of, line_hash
+from shared.privacy import NOISE_REPRODUCIBLE, NOT_PRIVATE_LABEL
+from shared.receipts import RECEIPTS_NAME, Receipt, Receipts
 
 AUDIT_DIR = "audit"
 # Recorded and recomputed ε must agree to this (they come from the same deterministic accountant; the
@@ -93,6 +99,9 @@ def audit_ledger(path: Path, run_dir: Path, cap: float | None = None) -> dict[st
         recorded_epsilon_prv=last["epsilon_prv"],
         recorded_epsilon_rdp=last["epsilon_rdp"],
     )
+    seeded = [r["round"] for r in records if r["noise"] == NOISE_REPRODUCIBLE]
+    if seeded:
+        entry["errors"].append(f"{NOT_PRIVATE_LABEL} (rounds {seeded}): whoever knows the seed can remove it")
     if len({r["unit"] for r in records}) > 1:
         entry["errors"].append(
             f"privacy unit changes within the ledger: {sorted({r['unit'] for r in records})}"
@@ -126,11 +135,15 @@ def audit_ledger(path: Path, run_dir: Path, cap: float | None = None) -> dict[st
 def _what_is_protected(clients: list[dict[str, Any]]) -> str:
     valid = [c for c in clients if c["chain_ok"] and c["rounds"]]
     text = (
-        "User-level (ε, δ)-DP per client: each client's released updates are (ε, δ)-DP with respect to adding"
-        " or removing any one of *that client's* users (all of that user's events), with ε from the PRV"
-        " accountant (the looser RDP bound shown alongside), composed over every round the client"
-        " released a DP-SGD result in. The guarantee is per client, for its own users; it does not compose"
-        " across clients because each user's data lives at one client."
+        "User-level (ε, δ)-DP per client, against the server, the other clients and whoever holds the"
+        " published index: everything a client sends in a private run is either its DP-SGD update"
+        " (noise from the OS's secure source, never derived from anything the server knows) or a public"
+        " value (σ, q from its declared population, steps, ε, the ledger anchor); so every output is"
+        " (ε, δ)-DP with respect to adding or removing any one of *that client's* users (all of that"
+        " user's events), with ε from the PRV accountant (RDP alongside), composed over every round the"
+        " client released. It does not protect a user from the partner holding their logs. A shopper who"
+        " is a customer of several partners is several users, one per partner: their total is at most"
+        " the sum of those partners' ε (basic composition)."
     )
     servers = [c for c in valid if c["unit"] == "client"]
     if servers:
@@ -139,20 +152,82 @@ def _what_is_protected(clients: list[dict[str, Any]]) -> str:
             f" Client-level DP also holds, from the server's ledger ({worst['ledger']}):"
             f" ε = {worst['epsilon_rdp']:.3f} at δ = {worst['delta']:g} under RDP (the accountant Flower's"
             f" DP wrapper uses; PRV gives {worst['epsilon_prv']:.3f}) for adding or removing a whole client,"
-            " i.e. all of its users at once, composed over every noised aggregate the server released."
+            " composed over every noised aggregate. The server adds that noise after it has seen the exact"
+            " sum, so it protects a client against whoever sees the published model, not against the server."
         )
     else:
         text += " Client-level DP (hiding a whole client's participation) is not claimed."
+    text += (
+        " SecAgg+ (when on) hides each update from the server, which sees only the sum; with two clients"
+        " each can subtract its own update from the published sum and learn the other's exactly, so"
+        " there only user-level DP protects."
+    )
+    if any(NOT_PRIVATE_LABEL in e for c in clients for e in c["errors"]):
+        text = f"{NOT_PRIVATE_LABEL.upper()}: this run's noise is seeded from public values; no guarantee."
     if not all(c["chain_ok"] for c in clients):
         text += " Ledgers that failed verification give no guarantee at all and are excluded."
     return text
 
 
-def audit(run_dir: str | Path, cap: float | None = None) -> dict[str, Any]:
-    """Verify every ledger under the run folder and recompute its ε; the content of audit.json."""
+def cross_check(receipts: list[Receipt], ledgers: list[Path]) -> list[str]:
+    """Every receipt the server holds must match a line of that client's intact ledger."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for path in ledgers:
+        try:
+            records = Ledger(path).records()
+        except LedgerError:
+            continue  # reported as TAMPERED by audit_ledger
+        if records and records[0]["unit"] != "client":
+            lines[records[0]["client"]] = records
+    problems = []
+    for receipt in receipts:
+        r = receipt.report
+        what = f"{r.client} round {r.round} (server receipt {receipt.seq})"
+        if not r.private:
+            problems.append(f"{what}: non-private participation: an update without DP noise was sent")
+            continue
+        if r.noise == NOISE_REPRODUCIBLE:
+            problems.append(f"{what}: {NOT_PRIVATE_LABEL}")
+        records = lines.get(r.client)
+        if records is None:
+            problems.append(f"{what}: MISSING ledger: the server received a release this client never shows")
+        elif r.ledger_seq >= len(records):
+            problems.append(
+                f"{what}: TRUNCATED ledger: release #{r.ledger_seq} was received,"
+                f" the ledger holds {len(records)}"
+            )
+        elif line_hash(records[r.ledger_seq]) != r.ledger_hash:
+            line = r.ledger_seq + 1
+            problems.append(f"{what}: REWRITTEN ledger: line {line} is not the one the server received")
+        elif (records[r.ledger_seq]["round"], records[r.ledger_seq]["run"]) != (r.round, r.run):
+            problems.append(f"{what}: ledger line {r.ledger_seq + 1} is another round's release")
+    return problems
+
+
+def audit(
+    run_dir: str | Path,
+    cap: float | None = None,
+    ledgers: list[Path] | None = None,
+    receipts: Path | None = None,
+) -> dict[str, Any]:
+    """Verify the ledgers (default: every one under the run folder), recompute ε, cross-check the
+    server's receipts (default: RUN_DIR/server/receipts.jsonl); the content of audit.json."""
     run_dir = Path(run_dir)
-    ledgers = find_ledgers(run_dir)
+    ledgers = find_ledgers(run_dir) if ledgers is None else ledgers
+    receipts = run_dir / "server" / RECEIPTS_NAME if receipts is None else receipts
     clients = [audit_ledger(path, run_dir, cap) for path in ledgers]
+    receipt_problems: list[str] = []
+    received: list[Receipt] = []
+    if not receipts.is_file():
+        receipt_problems.append(
+            f"{receipts}: no server receipts: the ledgers cannot be checked for truncation or rewriting"
+        )
+    else:
+        try:
+            received = Receipts(receipts).read()
+            receipt_problems += cross_check(received, ledgers)
+        except LedgerError as exc:
+            receipt_problems.append(f"server receipts TAMPERED: {exc}")
     valid = [c for c in clients if c["chain_ok"] and c["unit"] != "client"]
     worst = max((c for c in valid if c["rounds"]), key=lambda c: c["epsilon_prv"], default=None)
     deltas = sorted({c["delta"] for c in valid if c["delta"] is not None})
@@ -166,6 +241,7 @@ def audit(run_dir: str | Path, cap: float | None = None) -> dict[str, Any]:
         "all_chains_ok": all(c["chain_ok"] for c in clients),
         "all_epsilons_recompute": all(not c["errors"] for c in clients if c["chain_ok"]),
         "caps_respected": all(c["cap_respected"] is not False for c in clients),
+        "receipts": {"path": str(receipts), "count": len(received), "problems": receipt_problems},
         "delta": deltas[0] if len(deltas) == 1 else (deltas or None),
         "client_level": next(
             (
@@ -186,6 +262,7 @@ def passed(result: dict[str, Any]) -> bool:
     """The audit's verdict: some ledger found, every chain intact, every ε recomputes, every cap respected."""
     return bool(
         result["ledgers_found"]
+        and not result["receipts"]["problems"]
         and result["all_chains_ok"]
         and result["all_epsilons_recompute"]
         and result["caps_respected"]
@@ -249,6 +326,7 @@ def _problems(result: dict[str, Any]) -> list[str]:
             out.extend(f"{c['client']}: {e}" for e in c["errors"])
         if c["cap_respected"] is False:
             out.append(f"{c['client']}: ε = {c['epsilon_prv']:.3f} exceeds the cap {c['cap']:g}")
+    out.extend(result["receipts"]["problems"])
     return out
 
 
@@ -329,7 +407,9 @@ def write_report(run_dir: str | Path, audit: dict[str, Any]) -> Path:
         f"**Verdict: {'PASSED' if passed(audit) else 'FAILED'}**"
         f" ({audit['ledgers_found']} ledger(s); chains {'intact' if audit['all_chains_ok'] else 'BROKEN'};"
         f" ε {'recomputes' if audit['all_epsilons_recompute'] else 'DOES NOT recompute'};"
-        f" caps {'respected' if audit['caps_respected'] else 'EXCEEDED'})",
+        f" caps {'respected' if audit['caps_respected'] else 'EXCEEDED'};"
+        f" {audit['receipts']['count']} server receipt(s),"
+        f" {'all matched' if not audit['receipts']['problems'] else 'PROBLEMS'})",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
@@ -355,6 +435,9 @@ def write_report(run_dir: str | Path, audit: dict[str, Any]) -> Path:
         "Each ledger's hash chain is verified line by line; the DP history (noise multiplier σ,"
         " sample rate q, steps) of its releases is rebuilt and ε after every release is recomputed"
         " with Opacus' PRV and RDP accountants and compared with the ε the client recorded."
+        " Every receipt the server wrote when it received an update (client, round, ε, the ledger line's"
+        " position and sha256) is matched against the client's ledger, so a ledger cut short, rebuilt"
+        " with fewer rounds or deleted is caught by a record the client does not control."
         " Full numbers: `audit.json`.",
         "",
     ]

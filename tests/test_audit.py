@@ -8,8 +8,10 @@ import shutil
 import pytest
 
 from audit.ledgers import audit, find_ledgers, main
-from shared.ledger import Ledger, sha256
+from shared.ledger import BudgetExceeded, Ledger, sha256
 from shared.privacy import epsilon
+from shared.receipts import Receipts
+from shared.report import PrivacyReport
 
 DELTA = 1e-5
 Q = 0.05
@@ -27,9 +29,22 @@ def template(tmp_path_factory):
     for name, sigma in SIGMAS.items():
         ledger = Ledger(ledger_path(run, name))
         for r in range(1, ROUNDS + 1):
-            ledger.append(name, r, STEPS, sigma, Q, 1.0, DELTA)
+            release = ledger.append(name, r, STEPS, sigma, Q, 1.0, DELTA)
+            receive(run, release, *ledger.receipt("", r))
     (run / "partitions").mkdir()  # other run contents are ignored
     return run
+
+
+def receive(run, release, seq, line, private=True, noise="secret"):
+    """What the server does when an update arrives: keep the client's report as a receipt."""
+    report = PrivacyReport(
+        client=release.client, round=release.round, run=release.run, private=private, noise=noise,
+        unit="user", delta=release.delta, epsilon_prv=release.epsilon_prv, epsilon_rdp=release.epsilon_rdp,
+        noise_multiplier=release.noise_multiplier, sample_rate=release.sample_rate, steps=release.steps,
+        max_grad_norm=release.max_grad_norm, target_epsilon=0.0, epsilon_cap=0.0, ledger_seq=seq,
+        ledger_hash=line,
+    )  # fmt: skip
+    Receipts(run / "server" / "receipts.jsonl").record(report, node=1)
 
 
 @pytest.fixture
@@ -88,11 +103,16 @@ def test_cap_below_one_clients_epsilon_fails(run, capsys):
 
 def test_cap_recorded_by_the_client_is_used(run):
     ledger = Ledger(ledger_path(run, "client-0"))
-    ledger.append("client-0", ROUNDS + 1, STEPS, SIGMAS["client-0"], Q, 1.0, DELTA, epsilon_cap=0.5)
+    before = ledger.path.read_bytes()
+    with pytest.raises(BudgetExceeded, match="cap 0.5"):  # the append itself refuses to pass a cap
+        ledger.append("client-0", ROUNDS + 1, STEPS, SIGMAS["client-0"], Q, 1.0, DELTA, epsilon_cap=0.5)
+    assert ledger.path.read_bytes() == before
+    release = ledger.append("client-0", ROUNDS + 1, STEPS, SIGMAS["client-0"], Q, 1.0, DELTA, epsilon_cap=9.0)
+    receive(run, release, *ledger.receipt("", ROUNDS + 1))
     by_name = {c["client"]: c for c in audit(run)["clients"]}
-    assert by_name["client-0"]["cap"] == 0.5 and by_name["client-0"]["cap_respected"] is False
+    assert by_name["client-0"]["cap"] == 9.0 and by_name["client-0"]["cap_respected"] is True
     assert by_name["client-1"]["cap"] is None
-    assert main(run, cap=100.0) == 0  # an explicit cap wins
+    assert main(run, cap=0.5) == 1  # an explicit cap wins
 
 
 def test_tampered_ledger_is_reported_not_accepted(run, capsys):
@@ -147,3 +167,62 @@ def test_report_files(run):
 def test_nothing_to_audit(tmp_path, capsys):
     assert main(tmp_path) == 1
     assert "nothing to audit" in capsys.readouterr().out
+
+
+def _problems(run, capsys):
+    assert main(run) == 1
+    return capsys.readouterr().out
+
+
+def test_truncated_ledger_fails_the_audit(run, capsys):
+    """Cutting the last round off leaves a chain that verifies; the server's receipt catches it."""
+    path = ledger_path(run, "client-1")
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:2]) + b"\n")
+    assert Ledger(path).records()  # the chain alone is fine
+    out = _problems(run, capsys)
+    assert "client-1 round 3" in out and "TRUNCATED" in out
+
+
+def test_ledger_rebuilt_with_fewer_rounds_fails_the_audit(run, capsys):
+    """The review's attack: delete the ledger, re-append fewer, cheaper rounds (ε 3.77 -> 2.91)."""
+    path = ledger_path(run, "client-0")
+    path.unlink()
+    rebuilt = Ledger(path)
+    for r in (1, 2):
+        rebuilt.append("client-0", r, STEPS, SIGMAS["client-0"] * 2, Q, 1.0, DELTA)
+    assert audit(run)["all_chains_ok"]  # it verifies on its own
+    out = _problems(run, capsys)
+    assert "client-0 round 1" in out and "REWRITTEN" in out and "TRUNCATED" in out
+
+
+def test_missing_ledger_fails_the_audit(run, capsys):
+    shutil.rmtree(ledger_path(run, "client-1").parent)
+    out = _problems(run, capsys)
+    assert "client-1 round 1" in out and "MISSING" in out
+
+
+def test_non_private_and_seeded_participation_fail_the_audit(run, capsys):
+    release = Ledger(ledger_path(run, "client-0")).releases()[0]
+    receive(run, release, -1, "", private=False, noise="none")
+    out = _problems(run, capsys)
+    assert "non-private participation" in out
+
+
+def test_reproducible_noise_is_labelled_not_private(tmp_path, capsys):
+    run = tmp_path / "run"
+    ledger = Ledger(ledger_path(run, "client-0"))
+    release = ledger.append("client-0", 1, STEPS, 1.0, Q, 1.0, DELTA, noise="reproducible")
+    receive(run, release, *ledger.receipt("", 1), noise="reproducible")
+    out = _problems(run, capsys)
+    assert "not private: reproducible noise" in out
+    assert audit(run)["what_is_protected"].startswith("NOT PRIVATE")
+
+
+def test_missing_or_forged_receipts_fail_the_audit(run, capsys):
+    receipts = run / "server" / "receipts.jsonl"
+    data = receipts.read_bytes()
+    receipts.write_bytes(data.replace(b'"client-1"', b'"client-9"', 1))
+    assert "receipts TAMPERED" in _problems(run, capsys)
+    receipts.unlink()
+    assert "no server receipts" in _problems(run, capsys)

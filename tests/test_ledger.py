@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from shared.ledger import GENESIS, LEDGER_VERSION, Ledger, LedgerError, Release, sha256, verify
+from shared.ledger import (
+    GENESIS,
+    LEDGER_VERSION,
+    BudgetExceeded,
+    Ledger,
+    LedgerError,
+    Release,
+    sha256,
+    verify,
+)
 from shared.privacy import epsilon
 
 DELTA = 1e-5
@@ -161,3 +170,25 @@ def test_release_without_noise_is_infinite(tmp_path):
     release = Ledger(tmp_path / "l.jsonl").append("client-0", 1, 10, 0.0, Q, 1.0, DELTA)
     assert release.epsilon_prv == float("inf") and release.epsilon_rdp == float("inf")
     assert verify(tmp_path / "l.jsonl")[0]
+
+
+def _append_one(path: str, round_: int, cap: float) -> str:
+    try:
+        Ledger(path).append("client-0", round_, 10, 1.0, Q, 1.0, DELTA, epsilon_cap=cap)
+        return "ok"
+    except BudgetExceeded:
+        return "refused"
+
+
+def test_concurrent_appenders_cannot_pass_the_cap_together(tmp_path):
+    """The review's race (two trainers of one client both passed a check-then-act cap: 3.37 > 3.0).
+    Four processes append at once; the cap admits two releases; the lock makes that exact."""
+    import multiprocessing
+
+    path = tmp_path / "l.jsonl"
+    two, three = epsilon([(1.0, Q, 20)], DELTA), epsilon([(1.0, Q, 30)], DELTA)
+    cap = (two + three) / 2
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outcomes = pool.starmap(_append_one, [(str(path), r, cap) for r in range(1, 5)])
+    assert sorted(outcomes) == ["ok", "ok", "refused", "refused"]
+    assert Ledger(path).epsilon(DELTA)[0] == pytest.approx(two) and two <= cap
