@@ -194,9 +194,11 @@ def shop(bench: Bench) -> dict[str, Any]:
     """The embedded shop of the configured size, its users and the demo-like client partition."""
     if "shop" in bench.cache:
         return bench.cache["shop"]
+    from shared.config import RunConfig
     from shared.data import user_data
     from shared.schema import item_texts, load_catalogue, load_events
     from simulations.partition import partition_users, write_partitions
+    from simulations.run import write_node_configs
     from simulations.shop import ShopConfig, write_shop
 
     s = bench.sizes
@@ -208,6 +210,8 @@ def shop(bench: Bench) -> dict[str, Any]:
     parts = partition_users(log, catalogue, s.clients_in_shop, "iid", 0.5, seed=0)
     client_log = log[log["user_id"].isin(set(parts[0]))]
     write_partitions(log, parts, data / "run" / "partitions")
+    # each partner's declared population; require-private off, as the non-private row is measured too
+    write_node_configs(data / "run" / "partitions", parts, RunConfig(private=False))
     bench.cache["shop"] = {
         "catalogue_path": catalogue_path,
         "events_path": events_path,

@@ -130,9 +130,10 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     ledger = Ledger(party.work_dir / LEDGER_NAME)
     streams = randomness.secret()
     if agreed.reproducible:  # TEST ONLY: the noise derives from public values, exactly what an attacker knows
-        streams = randomness.reproducible(cfg.seed * 1_000_003 + party.index * 1_009 + server_round)
+        streams = randomness.reproducible(randomness.public_seed(cfg.seed, party.index, server_round))
     if agreed.private:
-        planned = (cfg.num_server_rounds - server_round + 1) * cfg.local_steps
+        # this round and the ones still planned; a round past the plan still counts itself
+        planned = max(cfg.num_server_rounds - server_round + 1, 1) * cfg.local_steps
         try:
             if agreed.target_epsilon > 0:
                 found = calibrate_noise(agreed.target_epsilon, agreed.delta, q, planned, ledger.history())

@@ -48,6 +48,11 @@ def secret() -> Randomness:
     )
 
 
+def public_seed(run_seed: int, client_index: int, server_round: int) -> int:
+    """TEST ONLY: a reproducible round's seed, from values the server knows (run config, client, round)."""
+    return run_seed * 1_000_003 + client_index * 1_009 + server_round
+
+
 def reproducible(seed: int) -> Randomness:
     """TEST ONLY: streams anyone who knows `seed` can replay; releases made with it are not private."""
     return Randomness(

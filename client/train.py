@@ -18,8 +18,8 @@ users the partner really has except through the clipped, noised sum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -67,6 +67,20 @@ class TrainSettings:
             hard_negatives=cfg.hard_negatives,
             positions_per_user=cfg.positions_per_user,
         )
+
+
+class StepProbe(Protocol):
+    """An audit's view into DP-SGD, one call before and one after each optimizer step.
+
+    `before_step` may add per-sample gradient rows (an audit's gradient canaries) to every trained
+    parameter's `grad_sample`, which Opacus then clips and noises like any user's; `after_step` sees
+    each parameter's `grad` as the optimizer used it: under DP, the clipped, noised and averaged sum.
+    `optimizer` is Opacus' `DPOptimizer` in a private round (its `params` are in noise-draw order).
+    """
+
+    def before_step(self, step: int, optimizer: torch.optim.Optimizer) -> None: ...
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None: ...
 
 
 @dataclass
@@ -181,13 +195,12 @@ def train_round(
     *,
     population: int,
     randomness: Randomness,
-    on_step: Callable[[int, list[torch.Tensor]], None] | None = None,
+    probe: StepProbe | None = None,
 ) -> TrainResult:
     """Run `local_steps` optimizer steps; returns the DP history of exactly those steps.
 
-    `on_step(step, grads)` (audits only) sees each step's gradient as the optimizer used it: under DP,
-    Opacus' clipped, noised and averaged sum, one tensor per trained parameter in `model.parameters()`
-    order. An auditor given these sees more than the server (which sees the round's result only).
+    `probe` (audit runs only, never a production round) is called around each optimizer step; see
+    `StepProbe`.
 
     `population` is the partner's declared bound on its user count (public): it fixes q and the update's
     scale. Training refuses if the real count exceeds it, since q would then understate each user's risk.
@@ -242,14 +255,16 @@ def train_round(
         for ids, mask, pooled, items, seen in loader:
             optimizer.zero_grad(set_to_none=True)
             if len(ids) == 0:
-                _empty_step(params, optimizer)
+                _empty_batch(params)
             else:
                 loss = example_loss(net, ids, mask, pooled, items, seen, catalogue)
                 loss.backward()
-                optimizer.step()
                 losses.append(loss.item())
-            if on_step is not None:
-                on_step(steps, _grads(params))
+            if probe is not None:
+                probe.before_step(steps, optimizer)
+            optimizer.step()
+            if probe is not None:
+                probe.after_step(steps, optimizer)
             examples += len(ids)
             steps += 1
             if steps >= settings.local_steps:
@@ -295,12 +310,7 @@ def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor
     return loss
 
 
-def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
-    return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
-
-
-def _empty_step(params: list[torch.nn.Parameter], optimizer) -> None:
+def _empty_batch(params: list[torch.nn.Parameter]) -> None:
     """A Poisson batch can be empty; the step still happens (pure noise) and is still accounted for."""
     for p in params:
         p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
-    optimizer.step()

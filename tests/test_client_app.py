@@ -1,0 +1,202 @@
+"""What a real ClientApp (with its mods) sends, refuses and spends: privacy facts of the reply.
+
+The reply inspection runs the same request against two partners with *different* private data (same
+name, same declared population, same public inputs) and walks every record of every reply: anything
+but the DP-released arrays must be byte-identical across the two, i.e. independent of the data, and
+the arrays must sit behind a ledger line. Three paths: the plain message API; client-level DP with
+client-side clipping (Flower's `fixedclipping_mod`); and the FitIns/FitRes carrier of SecAgg+ (whose
+metrics travel in clear while `secaggplus_mod` masks only the parameters; the full protocol runs in
+tests/test_secure_federation.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common import FitIns, ndarrays_to_parameters
+from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.app import BUDGET_EXHAUSTED, TERMS_REFUSED, make_app
+from shared.adapters import ADAPTER_NAMES, WEIGHT, to_record
+from shared.config import RunConfig
+from shared.ledger import Ledger
+from shared.model import Recommender
+from shared.privacy import epsilon
+from shared.report import PrivacyReport
+from shared.schema import load_catalogue
+from simulations.shop import ShopConfig, write_shop
+
+SMALL = {"local-steps": 2, "batch-size": 8, "num-server-rounds": 3}
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """Two disjoint halves of a tiny shop's users: two partners' different private logs."""
+    root = tmp_path_factory.mktemp("client-app")
+    catalogue, events = write_shop(root / "data", ShopConfig(n_items=120, n_users=80, seed=5))
+    log = pd.read_csv(events)
+    users = sorted(log["user_id"].astype(str).unique())
+    halves = []
+    for i, part in enumerate((users[::2], users[1::2])):
+        path = root / f"half-{i}.csv"
+        log[log["user_id"].astype(str).isin(part)].to_csv(path, index=False)
+        halves.append(path)
+    return catalogue, halves
+
+
+def _context(shop, tmp_path, data: int, node: dict | None = None, **run) -> Context:
+    catalogue, halves = shop
+    cfg = RunConfig.from_flower({**SMALL, **run, "catalogue": str(catalogue), "run-dir": str(tmp_path)})
+    node_config = {
+        "data-path": str(halves[data]),
+        "work-dir": str(tmp_path / f"partner-{data}"),
+        "client-name": "client-0",
+        "population": 50,
+        **(node or {}),
+    }
+    return Context(7, 1, node_config, RecordDict(), cfg.to_flower())
+
+
+def _initial(shop) -> dict:
+    cfg = RunConfig()
+    return Recommender(cfg.model_config(len(load_catalogue(shop[0])))).trainable_state()
+
+
+def _ask(context: Context, initial: dict, server_round: int = 1, clipping: float | None = None) -> Message:
+    config = {"server-round": server_round}
+    if clipping is not None:
+        config[KEY_CLIPPING_NORM] = clipping
+    request = Message(
+        RecordDict({"arrays": to_record(initial), "config": ConfigRecord(config)}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    return make_app()(request, context)
+
+
+def _ask_legacy(context: Context, initial: dict) -> Message:
+    names = list(initial)
+    fitins = FitIns(
+        ndarrays_to_parameters([initial[k].numpy() for k in names]),
+        {"server-round": 1, ADAPTER_NAMES: json.dumps(names)},
+    )
+    request = Message(fitins_to_recorddict(fitins, keep_input=True), dst_node_id=1, message_type="train")
+    return make_app()(request, context)
+
+
+def _clear_part(reply: Message) -> dict:
+    """Every record of the reply except the DP-released tensors, as plain values."""
+    assert not reply.has_error(), reply.error.reason
+    out = {}
+    for name, record in reply.content.items():
+        if name == "arrays" or name.startswith("fitres.parameters"):
+            continue
+        out[name] = {k: (v if not isinstance(v, list) else tuple(v)) for k, v in dict(record).items()}
+    return out
+
+
+@pytest.mark.parametrize("path", ["plain", "client-level DP (client clipping)", "SecAgg+ carrier (FitRes)"])
+def test_nothing_data_dependent_leaves_without_a_ledger_entry(shop, tmp_path, path):
+    initial = _initial(shop)
+    cleartext, reports = [], []
+    for data in (0, 1):
+        context = _context(shop, tmp_path / str(data), data)
+        if path == "plain":
+            reply = _ask(context, initial)
+        elif path.startswith("client-level"):
+            reply = _ask(context, initial, clipping=0.5)
+        else:
+            reply = _ask_legacy(context, initial)
+        clear = _clear_part(reply)
+        cleartext.append(clear)
+        if path.startswith("SecAgg"):
+            metrics = recorddict_to_fitres(reply.content, keep_input=True).metrics
+            raw = {k.removeprefix("privacy:"): v for k, v in metrics.items() if k.startswith("privacy:")}
+            assert set(metrics) - {f"privacy:{k}" for k in raw} == set()  # no loss, no count
+        else:
+            assert dict(reply.content["metrics"]) == {WEIGHT: 1}
+            raw = dict(reply.content["privacy"])
+        report = PrivacyReport.from_record(raw)
+        ledger = Ledger(tmp_path / str(data) / f"partner-{data}" / "privacy-ledger.jsonl")
+        assert ledger.receipt(report.run, 1) == (report.ledger_seq, report.ledger_hash)
+        reports.append(report)
+    assert cleartext[0] == cleartext[1], "a value in the reply depends on the partner's private data"
+    assert reports[0].private and reports[0].noise == "secret" and reports[0].sample_rate == 1 / 7
+
+
+def test_evaluation_of_a_private_run_releases_no_metrics(shop, tmp_path):
+    context = _context(shop, tmp_path, 0)
+    request = Message(
+        RecordDict({"arrays": to_record(_initial(shop)), "config": ConfigRecord({"server-round": 1})}),
+        dst_node_id=1,
+        message_type="evaluate",
+    )
+    reply = make_app()(request, context)
+    assert {name: dict(r) for name, r in reply.content.items()} == {"metrics": {WEIGHT: 1}}
+
+
+@pytest.mark.parametrize(
+    "node, run, why",
+    [
+        ({}, {"private": False}, "require-private"),
+        ({}, {"reproducible-noise": True}, "reproducible noise"),
+        ({"max-delta": 1e-6}, {}, "max-delta"),
+        ({"population": 10}, {}, "more users than its declared population"),
+        ({"population": None}, {}, "'population' is not set"),
+    ],
+)
+def test_the_partner_refuses_weaker_terms_with_the_reason(shop, tmp_path, node, run, why):
+    context = _context(shop, tmp_path, 0, node={k: v for k, v in node.items() if v is not None}, **run)
+    if node.get("population", 0) is None:
+        del context.node_config["population"]
+    reply = _ask(context, _initial(shop))
+    assert reply.has_error() and reply.error.code == TERMS_REFUSED and why in reply.error.reason
+    assert not (tmp_path / "partner-0" / "privacy-ledger.jsonl").exists()  # nothing spent
+
+
+def test_cap_refuses_the_round_that_would_pass_it_and_max_epsilon_tightens(shop, tmp_path):
+    """Fixed σ (target 0): rounds 1-2 fit under the partner's own max-epsilon, round 3 does not."""
+    q, sigma = 1 / 7, 1.2
+    cap = (epsilon([(sigma, q, 4)], 1e-5) + epsilon([(sigma, q, 6)], 1e-5)) / 2
+    context = _context(
+        shop, tmp_path, 0, node={"max-epsilon": cap}, **{"target-epsilon": 0.0, "noise-multiplier": sigma}
+    )
+    initial = _initial(shop)
+    for r in (1, 2):
+        assert not _ask(context, initial, r).has_error()
+    third = _ask(context, initial, 3)
+    assert third.has_error() and third.error.code == BUDGET_EXHAUSTED and f"cap {cap:g}" in third.error.reason
+    ledger = Ledger(tmp_path / "partner-0" / "privacy-ledger.jsonl")
+    assert [r.round for r in ledger.releases()] == [1, 2] and ledger.epsilon(1e-5)[0] <= cap
+
+
+def test_calibration_spends_the_target_over_the_planned_rounds_and_no_more(shop, tmp_path):
+    """Default terms (target ε 8, cap 10): σ chosen on the remaining budget each round; after the last
+    planned round ε is at most the target and close to it; a round past the plan fits in what is left
+    of the target (much more noise), never in the slack up to the cap."""
+    context = _context(shop, tmp_path, 0)
+    initial = _initial(shop)
+    sigmas = []
+    for r in (1, 2, 3):
+        reply = _ask(context, initial, r)
+        sigmas.append(PrivacyReport.from_record(dict(reply.content["privacy"])).noise_multiplier)
+    spent = Ledger(tmp_path / "partner-0" / "privacy-ledger.jsonl").epsilon(1e-5)[0]
+    assert 7.5 < spent <= 8.0 and sigmas[0] == sigmas[1] == sigmas[2]
+    extra = _ask(context, initial, 4)
+    assert not extra.has_error()
+    assert PrivacyReport.from_record(dict(extra.content["privacy"])).noise_multiplier > 3 * sigmas[0]
+    after = Ledger(tmp_path / "partner-0" / "privacy-ledger.jsonl").epsilon(1e-5)[0]
+    assert spent < after <= 8.0
