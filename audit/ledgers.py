@@ -6,7 +6,10 @@ the ledger's releases, recomputes ε after every release with the same accountan
 Then it checks every ledger against the server's receipts (`shared/receipts.py`), kept by the other
 party: a receipt whose client has no ledger (missing), whose line is gone (truncated) or differs
 (rewritten), or that records non-private or reproducible-noise participation is a failure. A broken
-chain is reported as TAMPERED and its numbers are not used. Inputs are explicit (`ledgers`,
+chain is reported as TAMPERED and its numbers are not used. A repair record (a torn last line moved
+aside, `Ledger.repair`) is reported as a notice, not a failure: it spends nothing, and a ledger cut
+short by whole lines before a "repair" still fails, because its receipts no longer match (the seq of a
+removed release now holds another line, or is gone). Inputs are explicit (`ledgers`,
 `receipts`); by default they are found under the run folder. Writes RUN_DIR/audit/{audit.json,
 report.md, epsilon.png}; exit status 1 on any failure.
 """
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of, line_hash
+from shared.ledger import LEDGER_NAME, Ledger, LedgerError, epsilons, history_of, is_release, line_hash
 from shared.privacy import NOISE_REPRODUCIBLE, NOT_PRIVATE_LABEL
 from shared.receipts import RECEIPTS_NAME, Receipt, Receipts
 
@@ -71,15 +74,24 @@ def audit_ledger(path: Path, run_dir: Path, cap: float | None = None) -> dict[st
         "epsilon_per_round": [],
         "cap": cap,
         "cap_respected": None,
+        "repairs": [],
     }
     try:
-        records = Ledger(path).records()
+        lines = Ledger(path).records()
     except LedgerError as exc:
         entry["message"] = f"TAMPERED: {exc}"
         entry["errors"].append(str(exc))
         return entry
+    records = [r for r in lines if is_release(r)]  # repair records spend nothing
+    entry["repairs"] = [
+        {k: r[k] for k in ("seq", "torn_sha256", "torn_bytes", "moved_to", "reason")}
+        for r in lines
+        if not is_release(r)
+    ]
     entry["chain_ok"] = True
     entry["message"] = f"chain of {len(records)} releases verified"
+    if entry["repairs"]:
+        entry["message"] += f" ({len(entry['repairs'])} repair(s) of a torn last line)"
     if not records:
         entry.update(epsilon_prv=0.0, epsilon_rdp=0.0)
         return entry
@@ -115,8 +127,8 @@ def audit_ledger(path: Path, run_dir: Path, cap: float | None = None) -> dict[st
         for name, value in (("epsilon_prv", eps_prv), ("epsilon_rdp", eps_rdp)):
             if not _close(rec[name], value):
                 entry["errors"].append(
-                    f"line {i + 1} (round {rec['round']}): recorded {name} {rec[name]:.6g} but the ledger's"
-                    f" history gives {value:.6g}"
+                    f"line {rec['seq'] + 1} (round {rec['round']}): recorded {name} {rec[name]:.6g}"
+                    f" but the ledger's history gives {value:.6g}"
                 )
     entry["epsilon_prv"] = entry["epsilon_per_round"][-1]["epsilon_prv"]
     entry["epsilon_rdp"] = entry["epsilon_per_round"][-1]["epsilon_rdp"]
@@ -171,14 +183,15 @@ def _what_is_protected(clients: list[dict[str, Any]]) -> str:
 
 def cross_check(receipts: list[Receipt], ledgers: list[Path]) -> list[str]:
     """Every receipt the server holds must match a line of that client's intact ledger."""
-    lines: dict[str, list[dict[str, Any]]] = {}
+    lines: dict[str, list[dict[str, Any]]] = {}  # indexed by seq: repair records included
     for path in ledgers:
         try:
             records = Ledger(path).records()
         except LedgerError:
             continue  # reported as TAMPERED by audit_ledger
-        if records and records[0]["unit"] != "client":
-            lines[records[0]["client"]] = records
+        first = next((r for r in records if is_release(r)), None)
+        if first is not None and first["unit"] != "client":
+            lines[first["client"]] = records
     problems = []
     for receipt in receipts:
         r = receipt.report
@@ -199,7 +212,7 @@ def cross_check(receipts: list[Receipt], ledgers: list[Path]) -> list[str]:
         elif line_hash(records[r.ledger_seq]) != r.ledger_hash:
             line = r.ledger_seq + 1
             problems.append(f"{what}: REWRITTEN ledger: line {line} is not the one the server received")
-        elif (records[r.ledger_seq]["round"], records[r.ledger_seq]["run"]) != (r.round, r.run):
+        elif (records[r.ledger_seq].get("round"), records[r.ledger_seq].get("run")) != (r.round, r.run):
             problems.append(f"{what}: ledger line {r.ledger_seq + 1} is another round's release")
     return problems
 
@@ -301,7 +314,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _fmt(c["unit"]),
                 _fmt(c["cap"], "g"),
                 _fmt(c["cap_respected"]),
-                "ok" if not c["errors"] else "ε MISMATCH",
+                ("ok" if not c["errors"] else "ε MISMATCH") + (" (repaired)" if c["repairs"] else ""),
             ]
         )
     return rows
@@ -328,6 +341,16 @@ def _problems(result: dict[str, Any]) -> list[str]:
             out.append(f"{c['client']}: ε = {c['epsilon_prv']:.3f} exceeds the cap {c['cap']:g}")
     out.extend(result["receipts"]["problems"])
     return out
+
+
+def _notices(result: dict[str, Any]) -> list[str]:
+    """Repairs: worth a reader's attention, not failures (the receipts still anchor every release)."""
+    return [
+        f"{c['client']}: ledger repaired at line {r['seq'] + 1}: a torn last line of {r['torn_bytes']} bytes"
+        f" (sha256 {r['torn_sha256']}) was moved aside to {r['moved_to']}; reason: {json.dumps(r['reason'])}"
+        for c in result["clients"]
+        for r in c.get("repairs", [])
+    ]
 
 
 def _worst_line(result: dict[str, Any]) -> str:
@@ -429,6 +452,17 @@ def write_report(run_dir: str | Path, audit: dict[str, Any]) -> Path:
     problems = _problems(audit)
     if problems:
         md += ["## Problems", "", *(f"- {p}" for p in problems), ""]
+    notices = _notices(audit)
+    if notices:
+        md += [
+            "## Notices",
+            "",
+            "Repairs of a torn last line (an append interrupted before its round was trained or sent):"
+            " not failures by themselves; every release the server received is still checked.",
+            "",
+            *(f"- {n}" for n in notices),
+            "",
+        ]
     md += [
         "## Method",
         "",
@@ -458,6 +492,8 @@ def main(run_dir: str | Path, cap: float | None = None) -> int:
             f"Client-level DP ({c['client']} ledger): ε = {c['epsilon_rdp']:.3f} (RDP, Flower's accountant),"
             f" {c['epsilon_prv']:.3f} (PRV) at δ = {c['delta']:g} after {c['rounds']} noised aggregates"
         )
+    for notice in _notices(result):
+        print(f"NOTICE {notice}")
     for problem in _problems(result):
         print(f"ERROR {problem}")
     report = write_report(run_dir, result)

@@ -29,11 +29,14 @@ Reading the result.
   threshold is chosen on the same scores it is evaluated on, which makes even the corrected bound
   slightly optimistic; for a strict audit choose it on half the users and evaluate on the other half.
 
-Usage on a finished run folder (members: users of the training partitions; non-members: an events
-file of held-out users from the same distribution, in the fedrec events schema):
+Inputs. The auditor trusts no party: `run_attack` takes the artifact, the catalogue and δ explicitly.
+The command line takes them from the options, and what is not given from the server's run record
+(`RUN_DIR/run.json`, `shared/run_record.py`), whose claimed ε is copied next to the result for
+comparison. Usage on a finished run folder (members: users of the training partitions; non-members: an
+events file of held-out users from the same distribution, in the fedrec events schema):
 
     python -m audit.membership RUN_DIR --members RUN_DIR/partitions/client-0/events.csv \
-        --nonmembers heldout_events.csv [--delta 1e-5] [--max-users 500]
+        --nonmembers heldout_events.csv [--artifact DIR] [--catalogue FILE] [--delta 1e-5] [--max-users 500]
 
 It writes RUN_DIR/attack.json.
 """
@@ -187,48 +190,70 @@ def epsilon_lower_bound(
 
 
 # ---------------------------------------------------------------------------------------------- a run
+def inputs_from_record(run_dir: str | Path) -> dict[str, Any]:
+    """`run_attack`'s inputs as the server recorded them in `RUN_DIR/run.json`: the command line's defaults.
+
+    Also the accountant's claims, only to be shown next to the result: `private` (DP-SGD noise was on)
+    and `epsilon_accountant` (each client's ε; None for a run without DP-SGD).
+    """
+    from shared.run_record import RUN_RECORD, RunRecord
+
+    run_dir = Path(run_dir)
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    dp_sgd = record.privacy.noise != "none"
+    return {
+        "artifact": record.artifact_path(run_dir).resolve(),
+        "catalogue": record.catalogue,
+        "delta": record.privacy.delta,
+        "private": dp_sgd,
+        "epsilon_accountant": record.privacy.epsilon if dp_sgd else None,
+    }
+
+
 def run_attack(
-    run_dir: str | Path,
+    out_dir: str | Path,
     members_file: str | Path | Sequence[str | Path],
     nonmembers_file: str | Path | Sequence[str | Path],
-    delta: float | None = None,
+    *,
+    artifact: str | Path,
+    catalogue: str | Path,
+    delta: float,
     max_users: int | None = None,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    private: bool | None = None,
+    epsilon_accountant: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Attack the artifact a finished run published; writes and returns `run_dir/attack.json`.
+    """Attack the published `artifact` (a folder); writes and returns `out_dir/attack.json`.
 
     members_file / nonmembers_file: one or more events files (fedrec events schema) of users that were
-    / were not in training (a user in both is an error). delta: the δ of the bounds (default: the
-    run's). max_users: score at most this many users of each side, drawn with `seed` (scoring is one
-    user-tower pass and one catalogue matmul per training pair, so this only bounds the time).
+    / were not in training (a user in both is an error). catalogue: the catalogue those events refer to,
+    in the published index's order. delta: the δ of the bounds. max_users: score at most this many users
+    of each side, drawn with `seed` (scoring is one user-tower pass and one catalogue matmul per training
+    pair, so this only bounds the time). private / epsilon_accountant: the run's claims, copied into the
+    result for comparison and used for nothing else.
     """
     from shared.artifact import load_artifact
     from shared.model import ModelConfig, Recommender
+    from shared.signing import run_public_key
 
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    artifact_path = Path(summary["artifact"])
-    if not artifact_path.is_absolute():
-        artifact_path = run_dir / artifact_path
-    artifact = load_artifact(artifact_path)
-    catalogue_path = summary.get("config", {}).get("catalogue") or summary["data"]["catalogue"]
-    if delta is None:
-        delta = float(summary["delta"])
+    out_dir = Path(out_dir)
+    published = load_artifact(artifact, public_key=run_public_key(artifact))  # the run's own key
+    delta = float(delta)
 
     rng = np.random.default_rng(seed)
-    members = _histories(catalogue_path, members_file, artifact.item_ids, max_users, rng)
-    nonmembers = _histories(catalogue_path, nonmembers_file, artifact.item_ids, max_users, rng)
+    members = _histories(catalogue, members_file, published.item_ids, max_users, rng)
+    nonmembers = _histories(catalogue, nonmembers_file, published.item_ids, max_users, rng)
     both = sorted(set(members["users"]) & set(nonmembers["users"]))
     if both:
         raise ValueError(f"{len(both)} user(s) are in both the member and non-member files, e.g. {both[:3]}")
 
-    model = Recommender(ModelConfig.from_dict(artifact.model_config))
-    model.load_trainable_state(artifact.trainable_state)
+    model = Recommender(ModelConfig.from_dict(published.model_config))
+    model.load_trainable_state(published.trainable_state)
     model.eval()
-    item_vectors = artifact.item_vectors()
-    if not np.allclose(model.item_rows(item_vectors), artifact.item_rows(), atol=1e-5):
-        raise ValueError(f"{artifact.path}: the adapter's item bias does not match the published index")
+    item_vectors = published.item_vectors()
+    if not np.allclose(model.item_rows(item_vectors), published.item_rows(), atol=1e-5):
+        raise ValueError(f"{published.path}: the adapter's item bias does not match the published index")
 
     member_scores = membership_scores(model, item_vectors, members["histories"])
     nonmember_scores = membership_scores(model, item_vectors, nonmembers["histories"])
@@ -248,10 +273,10 @@ def run_attack(
         "threat_model": THREAT_MODEL,
         "delta": delta,
         "confidence": confidence,
-        "epsilon_accountant": summary.get("epsilon"),
-        "private": summary.get("private"),
-        "artifact": str(artifact.path),
-        "artifact_version": artifact.version,
+        "epsilon_accountant": epsilon_accountant,
+        "private": private,
+        "artifact": str(published.path),
+        "artifact_version": published.version,
         "members_files": members["files"],
         "nonmembers_files": nonmembers["files"],
         "members_unscored": int(np.isnan(member_scores).sum()) + members["too_short"],
@@ -261,7 +286,7 @@ def run_attack(
         "max_users": max_users,
         "seed": seed,
     }
-    (run_dir / "attack.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    (out_dir / "attack.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
 
 
@@ -289,21 +314,34 @@ def _histories(catalogue_path, files, item_ids: list[str], max_users: int | None
     return {"users": users, "histories": histories, "too_short": too_short, "files": [str(p) for p in paths]}
 
 
+def print_attack(result: dict[str, Any], out_dir: str | Path) -> int:
+    """Print the headline numbers of an attack; the exit status (1: the AUC is not a number)."""
+    shown = {k: result[k] for k in ("auc", "epsilon_lower_bound", "epsilon_lower_bound_95", "members")}
+    shown |= {"nonmembers": result["nonmembers"], "epsilon_accountant": result["epsilon_accountant"]}
+    print(json.dumps(shown, indent=2))
+    print(f"written: {Path(out_dir) / 'attack.json'}")
+    return 0 if math.isfinite(result["auc"]) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audit.membership", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--members", nargs="+", required=True, help="events file(s) of training users")
     parser.add_argument("--nonmembers", nargs="+", required=True, help="events file(s) of held-out users")
+    parser.add_argument("--artifact", default=None, help="published index folder (default: the run record's)")
+    parser.add_argument("--catalogue", default=None, help="catalogue file (default: the run record's)")
     parser.add_argument("--delta", type=float, default=None, help="default: the run's delta")
     parser.add_argument("--max-users", type=int, default=None, help="score at most this many users a side")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    result = run_attack(args.run_dir, args.members, args.nonmembers, args.delta, args.max_users, args.seed)
-    shown = {k: result[k] for k in ("auc", "epsilon_lower_bound", "epsilon_lower_bound_95", "members")}
-    shown |= {"nonmembers": result["nonmembers"], "epsilon_accountant": result["epsilon_accountant"]}
-    print(json.dumps(shown, indent=2))
-    print(f"written: {Path(args.run_dir) / 'attack.json'}")
-    return 0 if math.isfinite(result["auc"]) else 1
+    given = {"artifact": args.artifact, "catalogue": args.catalogue, "delta": args.delta}
+    # with every input given, no run record is needed (nor read): its claims are then not shown
+    inputs = {} if None not in given.values() else inputs_from_record(args.run_dir)
+    inputs |= {k: v for k, v in given.items() if v is not None}
+    result = run_attack(
+        args.run_dir, args.members, args.nonmembers, max_users=args.max_users, seed=args.seed, **inputs
+    )
+    return print_attack(result, args.run_dir)
 
 
 if __name__ == "__main__":

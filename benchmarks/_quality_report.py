@@ -31,7 +31,7 @@ PROTOCOL = (
     "all 4,385 items, history excluded, Recall/NDCG @10/@50 (`shared/metrics.py`). Federated rows run "
     "through Flower's simulation engine; their metrics come from the server's central evaluator reading "
     "the same RecBole folder (so the same split). ε is per client at δ = 1e-5 (user-level rows: PRV "
-    "accountant composed over all rounds), from the run's server.json."
+    "accountant composed over all rounds), from the run's record (run.json)."
 )
 USER_LEVEL = "user-level DP"
 PRIVACY = {

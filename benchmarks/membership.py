@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.membership import run_attack
+from audit.membership import inputs_from_record, run_attack
 from shared.schema import load_catalogue, load_events
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
@@ -59,7 +59,8 @@ def run(out: Path, users: int, holdout: float, max_users: int, seed: int, overri
             events=str(members),
             overrides={**overrides, **arm},
         )
-        attack = run_attack(run_dir, members, nonmembers, max_users=max_users, seed=seed)
+        inputs = inputs_from_record(run_dir)  # artifact, catalogue and δ as the server recorded them
+        attack = run_attack(run_dir, members, nonmembers, max_users=max_users, seed=seed, **inputs)
         rows.append(
             {
                 "run": label,

@@ -420,9 +420,11 @@ def bench_device(bench: Bench) -> dict[str, Any]:
     from shared.artifact import FLAT_MAX_ITEMS, write_artifact
     from shared.config import RunConfig
     from shared.model import Recommender
+    from shared.signing import ensure_key_pair, run_public_key
 
     s = bench.sizes
     vectors, items, shape = synthetic_catalogue(bench)
+    signing_key = ensure_key_pair(bench.work / "server")  # the run-folder layout: index/ + server/
     publisher = Recommender(RunConfig().model_config(len(vectors)))  # untrained: item bias column 0
     started = time.perf_counter()
     path = write_artifact(
@@ -434,12 +436,13 @@ def bench_device(bench: Bench) -> dict[str, Any]:
         trainable_state=publisher.trainable_state(),
         model_config=publisher.config.to_dict(),
         info={"benchmark": "synthetic catalogue, see benchmarks/performance.py"},
+        signing_key=signing_key,
         flat_max_items=s.flat_max_items or FLAT_MAX_ITEMS,
     )
     publish_s = time.perf_counter() - started
     del publisher
     started = time.perf_counter()
-    device = Device(path)
+    device = Device(path, publisher_key=run_public_key(path), state_dir=bench.work / "device")
     load_s = time.perf_counter() - started
     rows = device.artifact.item_rows()  # what the NumPy scan and FAISS' flat index search
     flat = faiss.IndexFlatIP(rows.shape[1])

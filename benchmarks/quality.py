@@ -47,6 +47,7 @@ from shared.data import UserData
 from shared.evaluation import evaluate_split
 from shared.item_cache import cache_key, catalogue_vectors
 from shared.metrics import popularity_ranking, ranking_metrics
+from shared.run_record import RUN_RECORD, RunRecord
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FEDERATED_ROWS = {
@@ -256,13 +257,13 @@ def run_federated(
     os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-quality-{os.getpid()}")
     run_flower_simulation(cfg, plan.clients)
 
-    server = json.loads((run_dir / "server.json").read_text())
-    central = {r["round"]: r["central_eval"] for r in server["rounds"]}
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    central = {r.round: r.central_eval for r in record.rounds}
     final = central[max(central)]  # the last round run: --run-config may change num-server-rounds
     curve = [
         {"round": r, **{k: v for k, v in central[r].items() if k.endswith("@10")}} for r in sorted(central)
     ]
-    privacy = server.get("privacy", {})
+    privacy = asdict(record.privacy)
     timings = [
         json.loads(line) for line in (run_dir / "server" / "central-eval.jsonl").read_text().splitlines()
     ]
@@ -275,12 +276,12 @@ def run_federated(
         "test": {k.removeprefix("test-"): v for k, v in final.items() if k.startswith("test-")},
         "curve": curve,
         "round_times_s": round_times,
-        "epsilon": privacy.get("epsilon") or None,
-        "epsilon_rdp": privacy.get("epsilon_rdp") or None,
-        "noise_multipliers": privacy.get("noise_multipliers") or None,
-        "client_level": privacy.get("client_level"),
-        "privacy": {k: v for k, v in privacy.items() if k != "history"},
-        "federated_eval_final": server["rounds"][-1].get("federated_eval"),
+        "epsilon": record.privacy.epsilon or None,
+        "epsilon_rdp": record.privacy.epsilon_rdp or None,
+        "noise_multipliers": record.privacy.noise_multipliers or None,
+        "client_level": privacy["client_level"],
+        "privacy": privacy,
+        "federated_eval_final": record.rounds[-1].federated_eval,
         "run_dir": str(run_dir),
         "run_config": {
             k: v for k, v in cfg.to_flower().items() if k not in ("run-dir", "catalogue", "central-eval")

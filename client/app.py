@@ -129,7 +129,9 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     sigma, cap = agreed.noise_floor, agreed.epsilon_cap
     ledger = Ledger(party.work_dir / LEDGER_NAME)
     streams = randomness.secret()
-    if agreed.reproducible:  # TEST ONLY: the noise derives from public values, exactly what an attacker knows
+    # TEST ONLY, labelled everywhere: the noise derives from public values, exactly what an attacker knows.
+    # A non-private round has no noise to hide, so it is seeded too: its runs are comparable.
+    if agreed.reproducible or not agreed.private:
         streams = randomness.reproducible(randomness.public_seed(cfg.seed, party.index, server_round))
     if agreed.private:
         # this round and the ones still planned; a round past the plan still counts itself

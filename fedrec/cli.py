@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         args.out,
         num_clients=args.clients,
         partition=args.partition,
+        sizes=args.sizes,
         alpha=args.alpha,
         catalogue=args.catalogue,
         events=args.events,
@@ -40,28 +42,91 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Control characters (line breaks included): printed raw they could rewrite the terminal or split a line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Text with control characters escaped (\\n, \\x1b), so what is printed is one plain line."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def _show(recs, as_json: bool) -> None:
-    if as_json:
+    if as_json:  # JSON escapes control characters itself
         print(json.dumps([r.__dict__ for r in recs], indent=2))
         return
     for rank, r in enumerate(recs, 1):
         price = f"  ${r.price:.2f}" if r.price == r.price and r.price is not None else ""
-        print(f"{rank:2d}. {r.score:6.3f}  {r.item_id}  {r.title}{price}")
+        print(f"{rank:2d}. {r.score:6.3f}  {_printable(r.item_id)}  {_printable(r.title)}{price}")
+
+
+def _ids(item_ids: list[str], shown: int = 5) -> str:
+    """A few ids for a message, each quoted and shortened: the rest is counted, not printed."""
+    short = [repr(i) if len(i) <= 40 else repr(i[:37] + "...") for i in item_ids[:shown]]
+    more = f" and {len(item_ids) - shown} more" if len(item_ids) > shown else ""
+    return ", ".join(short) + more
+
+
+def _pinned_key(args: argparse.Namespace) -> Path:
+    """--publisher-key, else the run folder's own key; said on stderr (stdout may be --json)."""
+    from client.device import publisher_key_file
+    from shared.signing import key_id, load_public_key
+
+    path = publisher_key_file(args.artifact, args.publisher_key)
+    source = "" if args.publisher_key else ", the run folder's own: pass --publisher-key to pin another"
+    print(f"pinned publisher key {path} (id {key_id(load_public_key(path))[:16]}{source})", file=sys.stderr)
+    return path
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from client.device import Device, read_history
+    """Arguments and history are checked before the artifact loads, the artifact before the model does;
+    ids the catalogue lacks are reported, and nothing left to recommend is exit 1, not empty output."""
+    from client.device import Device, check_k, read_history
 
+    check_k(args.k)
     history, purchased = read_history(args.history)
-    device = Device(args.artifact)
-    _show(device.recommend(history, k=args.k, exclude=purchased | set(args.exclude or [])), args.json)
+    if not history:
+        raise ValueError(f"history {args.history}: no item engaged with (views do not count); try search")
+    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    version, say = device.artifact.version, f"fedrec {args.command}:"
+    unknown = device.unknown(history)
+    known = [item_id for item_id in history if item_id in device.position]
+    if not known:
+        raise ValueError(f"no history item id is in the published catalogue {version}: {_ids(unknown)}")
+    if unknown:
+        print(
+            f"{say} {len(unknown)} of {len(set(history))} history item ids are not in the published "
+            f"catalogue {version}, skipped: {_ids(unknown)}",
+            file=sys.stderr,
+        )
+    exclude = purchased | set(args.exclude or [])
+    unknown = device.unknown(args.exclude or [])
+    if unknown:
+        print(f"{say} {len(unknown)} --exclude ids not in the catalogue: {_ids(unknown)}", file=sys.stderr)
+    if device.left_to_recommend(known, exclude) == 0:
+        print(
+            f"{say} nothing to recommend: the history and exclusions cover all {len(device.position)} "
+            f"items of the published catalogue {version}",
+            file=sys.stderr,
+        )
+        return 1
+    _show(device.recommend(known, k=args.k, exclude=exclude), args.json)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from client.device import Device
+    """k and the query are checked (a long query is cut, and said so) before anything loads."""
+    from client.device import MAX_QUERY_CHARS, Device, check_k, clean_query
 
-    _show(Device(args.artifact).search(args.query, k=args.k), args.json)
+    check_k(args.k)
+    query, cut = clean_query(args.query)
+    if cut:
+        print(
+            f"fedrec {args.command}: the query is {len(args.query.strip())} characters long; "
+            f"only its first {MAX_QUERY_CHARS} are searched",
+            file=sys.stderr,
+        )
+    _show(Device(args.artifact, publisher_key=_pinned_key(args)).search(query, k=args.k), args.json)
     return 0
 
 
@@ -70,14 +135,72 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     status = audit_main(args.run_dir, args.cap)
     if args.attack:
-        from audit.membership import main as attack_main
+        from audit.membership import inputs_from_record, print_attack, run_attack
 
         members = sorted(str(p) for p in Path(args.run_dir).glob("partitions/*/events.csv"))
         if not members:
             raise FileNotFoundError(f"{args.run_dir}: no partitions/*/events.csv (members) to attack with")
-        attack = ["--members", *members, "--nonmembers", args.attack, "--max-users", str(args.max_users)]
-        status = max(status, attack_main([args.run_dir, *attack]))
+        # artifact, catalogue and δ as the server recorded them (RUN_DIR/run.json), passed explicitly
+        inputs = inputs_from_record(args.run_dir)
+        result = run_attack(args.run_dir, members, args.attack, max_users=args.max_users, **inputs)
+        status = max(status, print_attack(result, args.run_dir))
     return status
+
+
+def cmd_canary_audit(args: argparse.Namespace) -> int:
+    """Exit 1 if the shipped build is flagged, or a planted bug is not (the audit would lack power)."""
+    from simulations.canary_audit import AUDIT_TARGET_EPSILON, canary_audit, describe
+
+    overrides = {"target-epsilon": AUDIT_TARGET_EPSILON, **_overrides(args.run_config)}
+    status = 0
+    for build in args.builds:
+        record = canary_audit(Path(args.out), build, args.canaries, overrides=overrides)
+        print(describe(record), flush=True)
+        status = max(status, int(record["flagged"] != (build != "correct")))
+    print(f"results: {Path(args.out).resolve()}/canary-audit-<build>.json")
+    return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when the catalogue is usable (quarantined event rows are reported, not fatal), 1 when a file
+    is unusable as it is."""
+    from client.check import check_files, describe
+    from shared.schema import SchemaError
+
+    try:
+        result = check_files(args.catalogue, args.events, args.quarantine)
+    except SchemaError as err:
+        print(f"fedrec check: unusable: {_printable(' '.join(str(err).split()))}", file=sys.stderr)
+        return 1
+    print("\n".join(_printable(line) for line in describe(result)))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """`ledger repair`: exit 0 when repaired or nothing to do, 1 when the chain is broken beyond a torn last
+    line (a broken chain is evidence: never repaired)."""
+    from shared.ledger import DEFAULT_REPAIR_REASON, Ledger, LedgerError
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ledger file")
+    ledger = Ledger(path)
+    try:
+        repair = ledger.repair(args.reason or DEFAULT_REPAIR_REASON)
+        lines, head = ledger.head()
+    except LedgerError as err:
+        message = _printable(" ".join(str(err).split()))
+        print(f"fedrec ledger repair: not repaired: {message}", file=sys.stderr)
+        return 1
+    if repair is None:
+        print(f"{_printable(str(path))}: nothing to repair (no torn last line)")
+    else:
+        print(
+            f"moved a torn last line of {repair.torn_bytes} bytes (sha256 {repair.torn_sha256}) aside to"
+            f" {_printable(str(path.parent / repair.moved_to))}; recorded as repair entry seq {lines - 1}"
+        )
+    print(f"head: {lines} line(s), last line sha256 {head}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a federated simulation and publish the item index")
     sim.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     sim.add_argument("--clients", type=int, default=2, help="number of simulated clients (SuperNodes)")
-    sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet", "user"])
+    sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet", "user", "sizes"])
+    sim.add_argument(
+        "--sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="--partition sizes: users of each client but the last, e.g. 50 (the last takes the rest)",
+    )
     sim.add_argument(
         "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
     )
@@ -108,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--history", required=True, help="comma-separated item ids, or a file of them / of events"
     )
     rec.add_argument("--exclude", nargs="*", help="item ids never to recommend (e.g. already purchased)")
+    rec.add_argument(
+        "--publisher-key",
+        metavar="FILE",
+        help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
+    )
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=cmd_recommend)
@@ -115,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="on-device product search in a published index")
     search.add_argument("query")
     search.add_argument("--artifact", required=True)
+    search.add_argument(
+        "--publisher-key",
+        metavar="FILE",
+        help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
+    )
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
@@ -129,6 +267,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--max-users", type=int, default=600, help="attack: users scored per side")
     aud.set_defaults(func=cmd_audit)
+
+    can = sub.add_parser(
+        "canary-audit",
+        help="one-run privacy audit (canaries): a lower bound on ε of a partner's DP-SGD, in its own run",
+    )
+    can.add_argument("--out", default="runs/canary-audit", help="audit run folder")
+    can.add_argument(
+        "--builds",
+        nargs="+",
+        default=["correct"],
+        choices=["correct", "noise-off", "seeded"],
+        help="correct: the shipped code; noise-off / seeded: planted bugs the audit must flag",
+    )
+    can.add_argument("--canaries", type=int, default=2000, help="m (a quarter are guessed)")
+    can.add_argument(
+        "--run-config",
+        action="append",
+        default=[],
+        help='run-config overrides, "k=v k2=v2" (default: the demo config at target-epsilon=2)',
+    )
+    can.set_defaults(func=cmd_canary_audit)
+
+    chk = sub.add_parser("check", help="validate a partner's catalogue and events without training")
+    chk.add_argument("--catalogue", required=True, help="item catalogue CSV/Parquet")
+    chk.add_argument("--events", help="behaviour-log CSV/Parquet (optional: check the catalogue only)")
+    chk.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        help="private folder for quarantined rows (default: quarantine/ next to the events file)",
+    )
+    chk.set_defaults(func=cmd_check)
+
+    led = sub.add_parser("ledger", help="maintain a partner's privacy ledger")
+    led_actions = led.add_subparsers(dest="action", required=True)
+    rep = led_actions.add_parser(
+        "repair", help="move a torn last line (an interrupted append) aside, recorded as a chained entry"
+    )
+    rep.add_argument("path", help="the privacy ledger (privacy-ledger.jsonl)")
+    rep.add_argument("--reason", help="why, recorded in the repair entry (default: an interrupted append)")
+    rep.set_defaults(func=cmd_ledger)
     return parser
 
 
@@ -136,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        print(f"fedrec {args.command}: error: {err}", file=sys.stderr)
+    # SchemaError is a ValueError, ArtifactError a RuntimeError; anything else is a bug, with its traceback
+    except (ValueError, RuntimeError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the library wrote
+        print(f"fedrec {args.command}: error: {_printable(message)}", file=sys.stderr)
         return 2
 
 

@@ -3,13 +3,14 @@
 Runs FedAvg over the clients' adapters for the configured rounds, then publishes the global item
 index. Options, from the run config: client-level DP (Flower's DP wrapper around FedAvg,
 server/client_privacy.py) and secure aggregation (Flower's SecAgg+ workflow,
-server/secure_aggregation.py). Writes what happened to the run folder: `rounds.jsonl` (one line per round) and
-`server.json` (final privacy report per client and the artifact path).
+server/secure_aggregation.py). Writes what happened to one file of the run folder, `run.json`: the typed
+run record of `shared/run_record.py` (the artifact, the privacy summary with each client's ε, one entry
+per round), which is the only thing the rest of fedrec reads about a finished run.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.model import Recommender
 from shared.privacy import NOISE_REPRODUCIBLE, NOT_PRIVATE_LABEL, PRIVACY_UNIT
+from shared.run_record import RUN_RECORD, ClientLevelSummary, PrivacySummary, RoundRecord, RunRecord
 from shared.schema import load_catalogue
+from shared.signing import ensure_key_pair
 
 
-def privacy_summary(cfg: RunConfig, book: ReleaseBook, client_dp: ClientLevelDP | None) -> dict[str, Any]:
+def privacy_summary(cfg: RunConfig, book: ReleaseBook, client_dp: ClientLevelDP | None) -> PrivacySummary:
     """Which guarantees hold, and each client's ε composed over every round it trained in (its reports)."""
     clients = book.latest()
     private = {c: r for c, r in clients.items() if r.private}
@@ -44,41 +47,45 @@ def privacy_summary(cfg: RunConfig, book: ReleaseBook, client_dp: ClientLevelDP 
         )
     if reproducible:
         guarantees.insert(0, f"{NOT_PRIVATE_LABEL} ({', '.join(reproducible)})")
-    return {
-        "private": cfg.private and not reproducible,
-        "noise": "reproducible" if reproducible else ("secret" if cfg.private else "none"),
-        "guarantees": guarantees or ["NONE: non-private run"],
-        "secure_aggregation": cfg.secure_aggregation,
-        "unit": PRIVACY_UNIT,
-        "accountant": "prv (rdp alongside)",
-        "delta": cfg.delta,
-        "max_grad_norm": cfg.max_grad_norm if cfg.private else None,
-        "target_epsilon": {c: r.target_epsilon or None for c, r in private.items()},
-        "epsilon_cap": {c: r.epsilon_cap or None for c, r in private.items()},
-        "epsilon": {c: r.epsilon_prv for c, r in private.items()},
-        "epsilon_rdp": {c: r.epsilon_rdp for c, r in private.items()},
-        "noise_multipliers": {c: r.noise_multiplier for c, r in private.items()},
-        "sample_rates": {c: r.sample_rate for c, r in private.items()},
-        "non_private_clients": sorted(c for c, r in clients.items() if not r.private),
-        "client_level": client_dp.summary() if client_dp else None,
-    }
+    return PrivacySummary(
+        private=cfg.private and not reproducible,
+        noise="reproducible" if reproducible else ("secret" if cfg.private else "none"),
+        guarantees=guarantees or ["NONE: non-private run"],
+        secure_aggregation=cfg.secure_aggregation,
+        unit=PRIVACY_UNIT,
+        accountant="prv (rdp alongside)",
+        delta=cfg.delta,
+        max_grad_norm=cfg.max_grad_norm if cfg.private else None,
+        target_epsilon={c: r.target_epsilon or None for c, r in private.items()},
+        epsilon_cap={c: r.epsilon_cap or None for c, r in private.items()},
+        epsilon={c: r.epsilon_prv for c, r in private.items()},
+        epsilon_rdp={c: r.epsilon_rdp for c, r in private.items()},
+        noise_multipliers={c: r.noise_multiplier for c, r in private.items()},
+        sample_rates={c: r.sample_rate for c, r in private.items()},
+        non_private_clients=sorted(c for c, r in clients.items() if not r.private),
+        client_level=ClientLevelSummary(**client_dp.summary()) if client_dp else None,
+    )
 
 
-def print_budgets(privacy: dict[str, Any]) -> None:
+def print_budgets(privacy: PrivacySummary) -> None:
     """The end of every run: each partner's ε against its target and cap."""
-    for client, eps in privacy["epsilon"].items():
-        target, cap = privacy["target_epsilon"][client], privacy["epsilon_cap"][client]
+    for client, eps in privacy.epsilon.items():
+        target, cap = privacy.target_epsilon[client], privacy.epsilon_cap[client]
         print(
-            f"{client}: ε = {eps:.3f} at δ = {privacy['delta']:g} (target {target or '-'}, cap {cap or '-'})",
+            f"{client}: ε = {eps:.3f} at δ = {privacy.delta:g} (target {target or '-'}, cap {cap or '-'})",
             flush=True,
         )
-    for client in privacy["non_private_clients"]:
+    for client in privacy.non_private_clients:
         print(f"{client}: NOT PRIVATE (no DP noise)", flush=True)
 
 
-def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, Any]:
+def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> RunRecord:
+    """Run the federation, publish the index and write the run record (`RUN_DIR/run.json`)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # the publisher key (RUN_DIR/server/publisher.key, made once, publisher.pub beside it: what devices
+    # pin), loaded before training so that an unusable key fails before any privacy budget is spent
+    signing_key = ensure_key_pair(run_dir / "server")
     catalogue = load_catalogue(cfg.catalogue)
     model = Recommender(cfg.model_config(len(catalogue)))
     expected = shapes(model.trainable_state())
@@ -121,35 +128,35 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> dict[str, An
         catalogue,
         run_dir / "index",
         cfg.num_server_rounds,
-        info={"privacy": privacy, "config": cfg.to_flower()},
+        info={"privacy": asdict(privacy), "config": cfg.to_flower()},
         cache_dir=run_dir / "cache",
+        signing_key=signing_key,
     )
     print(f"published global item index: {artifact}", flush=True)
 
-    rounds = []
-    for server_round in range(0 if evaluator else 1, cfg.num_server_rounds + 1):
-        rounds.append(
-            {
-                "round": server_round,
-                "train": train_metrics.get(server_round),
-                "federated_eval": _plain(federated.get(server_round)),
-                "central_eval": _plain(central.get(server_round)),
-                "epsilon": {
-                    r.client: r.epsilon_prv for r in releases.reports.get(server_round, []) if r.private
-                },
-                "client_level_epsilon": _client_level_epsilon(client_dp, server_round),
-                "refused": book.refused.get(server_round, []),
-                "skipped": book.skipped.get(server_round, []),
-                "stopped": book.stopped.get(server_round),
-            }
+    rounds = [
+        RoundRecord(
+            round=server_round,
+            train=train_metrics.get(server_round),
+            federated_eval=_plain(federated.get(server_round)),
+            central_eval=_plain(central.get(server_round)),
+            epsilon={r.client: r.epsilon_prv for r in releases.reports.get(server_round, []) if r.private},
+            client_level_epsilon=_client_level_epsilon(client_dp, server_round),
+            refused=book.refused.get(server_round, []),
+            skipped=book.skipped.get(server_round, []),
+            stopped=book.stopped.get(server_round),
         )
-    with open(run_dir / "rounds.jsonl", "w") as f:
-        for line in rounds:
-            f.write(json.dumps(line) + "\n")
-    report = {"artifact": str(artifact), "privacy": privacy, "rounds": rounds}
-    (run_dir / "server.json").write_text(json.dumps(report, indent=2))
+        for server_round in range(0 if evaluator else 1, cfg.num_server_rounds + 1)
+    ]
+    record = RunRecord(
+        artifact=artifact.relative_to(run_dir).as_posix(),
+        catalogue=str(cfg.catalogue),
+        privacy=privacy,
+        rounds=rounds,
+    )
+    record.save(run_dir / RUN_RECORD)
     print_budgets(privacy)
-    return report
+    return record
 
 
 def _client_level_epsilon(client_dp: ClientLevelDP | None, server_round: int) -> float | None:

@@ -12,12 +12,21 @@ from shared.artifact import write_artifact
 from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
 from shared.schema import item_texts
+from shared.signing import PrivateKeyLike
 
 
 def publish(
-    model: Recommender, catalogue, root: str | Path, server_round: int, info: dict, cache_dir=None
+    model: Recommender,
+    catalogue,
+    root: str | Path,
+    server_round: int,
+    info: dict,
+    cache_dir=None,
+    *,
+    signing_key: PrivateKeyLike,
 ) -> Path:
-    """Write `root/v<round>` (FAISS index, items, adapter, model config, manifest) and return its path."""
+    """Write `root/v<round>` (FAISS index, items, adapter, model config, manifest signed with
+    `signing_key`, a key or a private key PEM path, so that devices can pin it) and return its path."""
     vectors = catalogue_vectors(model, item_texts(catalogue), cache_dir)
     return write_artifact(
         root,
@@ -28,4 +37,5 @@ def publish(
         trainable_state=model.trainable_state(),
         model_config=model.config.to_dict(),
         info=info,
+        signing_key=signing_key,
     )

@@ -2,60 +2,128 @@
 
 Flower passes a flat dict with dashed keys; this turns it into one typed object so that nothing else
 reads raw keys. Defaults here equal pyproject's (a test checks), so `flwr run .` and `fedrec simulate`
-agree.
+agree. Every value is checked for its type and range when the config is built, on the server and on
+every client alike, so a bad value fails at start-up with its key named, not rounds later (or never:
+`epsilon-cap=nan` would silently turn the cap off).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import contextlib
+import math
+import numbers
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
+from typing import Any, get_type_hints
 
 from shared.model import ModelConfig
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric field allows, from `low` up to `high` (None: unbounded). NaN and ±inf never."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False  # True: `low` itself is excluded
+    open_high: bool = False
+    note: str = ""  # said in the error message: what a bound means
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # (an int is always finite, and may be too large for math.isfinite)
+        if value <= self.low if self.open_low else value < self.low:
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self, kind: type) -> str:
+        """E.g. 'an integer >= 1', 'a finite number > 0', 'a number in (0, 1]'."""
+        if self.high is None:
+            bounds = f"{'>' if self.open_low else '>='} {self.low}"
+            number = "a finite number"
+        else:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            bounds = f"in {left}{self.low}, {self.high}{right}"
+            number = "a number"
+        text = f"{'an integer' if kind is int else number} {bounds}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+COUNT = Range(low=1)  # how many of something (rounds, steps, clients, positions): at least one
+AT_LEAST_0 = Range(low=0)  # a rank or a number of negatives: 0 turns the feature off
+POSITIVE = Range(low=0, open_low=True)  # a learning rate or a clipping norm
+NOISE = Range(low=0, note="0 = no noise")
+NO_CAP = Range(low=0, note="0 = no cap")
+
+
+def ranged(default: Any, allowed: Range) -> Any:
+    """A field whose allowed range is declared with it; `RunConfig.__post_init__` checks it."""
+    return field(default=default, metadata={"range": allowed})
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    num_server_rounds: int = 4
-    fraction_train: float = 1.0
-    min_clients: int = 2  # wait until this many clients are connected before a round
-    local_steps: int = 15
-    batch_size: int = 200
-    learning_rate: float = 0.001  # user head
-    bias_learning_rate: float = 0.05  # item bias
-    item_id_learning_rate: float = 0.01  # item ID residuals (with item-id-rank > 0)
-    lora_learning_rate: float = 0.001
+    num_server_rounds: int = ranged(4, COUNT)
+    fraction_train: float = ranged(1.0, Range(0, 1, open_low=True))
+    min_clients: int = ranged(2, COUNT)  # wait until this many clients are connected before a round
+    local_steps: int = ranged(15, COUNT)
+    batch_size: int = ranged(200, COUNT)
+    learning_rate: float = ranged(0.001, POSITIVE)  # user head
+    bias_learning_rate: float = ranged(0.05, POSITIVE)  # item bias
+    item_id_learning_rate: float = ranged(0.01, POSITIVE)  # item ID residuals (with item-id-rank > 0)
+    lora_learning_rate: float = ranged(0.001, POSITIVE)
     private: bool = True
-    noise_multiplier: float = 1.0
-    max_grad_norm: float = 1.0
-    delta: float = 1e-5
-    epsilon_cap: float = 10.0  # per client, at delta; 0 = no cap. A round that would pass it is not trained
+    noise_multiplier: float = ranged(1.0, NOISE)
+    max_grad_norm: float = ranged(1.0, POSITIVE)
+    # DP's failure probability: meaningful only well below 1/population (the declared users per client)
+    delta: float = ranged(1e-5, Range(0, 1, open_low=True, open_high=True, note="well below 1/population"))
+    # per client, at delta; 0 = no cap. A round that would pass it is not trained
+    epsilon_cap: float = ranged(10.0, NO_CAP)
     # > 0: each client calibrates σ so that ε(its ledger + the rounds still planned) reaches this; 0: σ fixed
-    target_epsilon: float = 8.0
+    target_epsilon: float = ranged(8.0, Range(low=0, note="0 = fixed noise-multiplier"))
     reproducible_noise: bool = False  # TEST ONLY: seeded DP noise, labelled "not private" everywhere
     # Client-level DP (Flower's fixed-clipping wrappers + Flower's RDP accountant, ledger kept by the server):
-    client_noise_multiplier: float = 0.0  # > 0 turns it on: noise std σ·C/n on the mean of n clipped updates
-    client_clipping_norm: float = 1.0  # C: the L2 bound on one client's adapter update (new - global)
+    # > 0 turns it on: noise std σ·C/n on the mean of n clipped updates
+    client_noise_multiplier: float = ranged(0.0, Range(low=0, note="0 = off"))
+    # C: the L2 bound on one client's adapter update (new - global)
+    client_clipping_norm: float = ranged(1.0, POSITIVE)
     client_clipping: str = "server"  # "server" clips received updates; "client" clips before sending
-    client_epsilon_cap: float = 0.0  # client-level ε cap at delta; 0 = none. The run stops before passing it
+    # client-level ε cap at delta; 0 = none. The run stops before passing it
+    client_epsilon_cap: float = ranged(0.0, NO_CAP)
     secure_aggregation: bool = False  # Flower SecAgg+: the server only ever sees the sum of the updates
-    lora_rank: int = 4
-    item_id_rank: int = 0  # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
-    num_negatives: int = 1
-    hard_negatives: int = 1
-    history_length: int = 20
-    positions_per_user: int = 1  # next-item positions of a user's sequence averaged into its one DP example
-    seed: int = 0
+    # upper bounds as the artifact's (shared/artifact.py): a run must not train what it cannot publish
+    lora_rank: int = ranged(4, Range(0, 384, note="0 = frozen text tower"))
+    # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
+    item_id_rank: int = ranged(0, Range(0, 384, note="0 = off"))
+    num_negatives: int = ranged(1, AT_LEAST_0)
+    hard_negatives: int = ranged(1, AT_LEAST_0)  # some of the num-negatives: at most that many
+    history_length: int = ranged(20, Range(1, 1000))
+    # next-item positions of a user's sequence averaged into its one DP example
+    positions_per_user: int = ranged(1, COUNT)
+    # public randomness only; the bound keeps derived seeds (seed·10⁶ + …) inside torch's 64-bit seeds
+    seed: int = ranged(0, Range(0, 2**32 - 1))
     run_dir: str = "runs/flwr"
     catalogue: str = ""  # public catalogue file (server: publication; clients: item texts)
     central_eval: str = ""  # simulation only: a file of all users' splits for centrally computed metrics
 
     def __post_init__(self) -> None:
+        # Direct construction (tests, benchmarks) is checked like Flower's dict; ints given for floats
+        # become floats, so equal configs compare and serialise equal.
+        kinds = _kinds()
+        for f in fields(self):
+            value = _parse(_key(f.name), getattr(self, f.name), kinds[f.name], f.metadata.get("range"))
+            object.__setattr__(self, f.name, value)
         if self.client_clipping not in ("server", "client"):
             raise ValueError(f"run-config 'client-clipping': server or client, not {self.client_clipping!r}")
+        if self.hard_negatives > self.num_negatives:
+            raise ValueError(
+                f"run-config 'hard-negatives' ({self.hard_negatives}) must be <= 'num-negatives'"
+                f" ({self.num_negatives}): the hard negatives are some of the negatives"
+            )
         if self.secure_aggregation and self.client_noise_multiplier > 0 and self.client_clipping != "client":
             raise ValueError(
-                "run-config: with secure-aggregation the server never sees one client's update, so it cannot"
-                " clip it; set client-clipping=client"
+                "run-config 'secure-aggregation' with 'client-noise-multiplier' > 0: the server never sees"
+                " one client's update, so it cannot clip it; set client-clipping=client"
             )
 
     @property
@@ -64,21 +132,23 @@ class RunConfig:
 
     @classmethod
     def from_flower(cls, raw: dict[str, Any]) -> RunConfig:
-        """Build from Flower's dashed keys; unknown keys are an error (a typo must not pass silently)."""
+        """Build from Flower's dashed keys; unknown keys are an error (a typo must not pass silently).
+
+        Each value is parsed here too (not only in `__post_init__`) so that an error names the key as
+        the user wrote it.
+        """
         names = {f.name: f for f in fields(cls)}
+        kinds = _kinds()
         values: dict[str, Any] = {}
         for key, value in raw.items():
             name = key.replace("-", "_")
             if name not in names:
-                raise ValueError(
-                    f"unknown run-config key {key!r}; known: {sorted(k.replace('_', '-') for k in names)}"
-                )
-            kind = type(getattr(cls(), name))
-            values[name] = _coerce(key, value, kind)
+                raise ValueError(f"unknown run-config key {key!r}; known: {sorted(_key(k) for k in names)}")
+            values[name] = _parse(key, value, kinds[name], names[name].metadata.get("range"))
         return cls(**values)
 
     def to_flower(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        return {_key(k): v for k, v in asdict(self).items()}
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
@@ -90,16 +160,69 @@ class RunConfig:
         )
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+@cache
+def _kinds() -> dict[str, type]:
+    """Each field's type (the annotations are strings under `from __future__ import annotations`)."""
+    return get_type_hints(RunConfig)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+BOOL_RULE = "true or false (or yes/no, 1/0)"
+
+
+def _parse(key: str, value: Any, kind: type, allowed: Range | None) -> Any:
+    """`value` as `kind` and inside `allowed`, or a ValueError naming the key, the value and the rule."""
+    if kind is str:
+        return str(value)
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes"):
-            return True
-        if str(value).lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"run-config {key!r}: expected true/false, got {value!r}")
+        flag = _as_bool(value)
+        if flag is None:
+            raise ValueError(f"run-config {key!r}: must be {BOOL_RULE}, got {_shown(value)}")
+        return flag
+    assert allowed is not None, f"{key}: every numeric field declares its range"
+    number = _as_number(value, kind)
+    if number is None or number not in allowed:
+        raise ValueError(f"run-config {key!r}: must be {allowed.describe(kind)}, got {_shown(value)}")
+    return number
+
+
+def _as_bool(value: Any) -> bool | None:
+    """A real bool, the int 1 or 0, or true/false/yes/no/1/0 as text in any case; None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return value == 1
+    text = value.strip().lower() if isinstance(value, str) else ""
+    return True if text in TRUE else False if text in FALSE else None
+
+
+def _as_number(value: Any, kind: type) -> int | float | None:
+    """`value` read as an int or a float, None if it is not one: a bool is not a number here, and an
+    int is refused a non-integral value rather than truncated (int(2.7) == 2)."""
+    if isinstance(value, bool):
+        return None
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if kind is int and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)  # else perhaps "3.0" or "1e3": integral, read below
     try:
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"run-config {key!r}: expected {kind.__name__}, got {value!r}") from err
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        return None
+    if kind is int:
+        return int(number) if number.is_integer() else None  # nan and ±inf are not integral
+    return number
+
+
+def _shown(value: Any) -> str:
+    """The value as given, shortened: a long text must not swamp the message, nor a huge int break it."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"an {type(value).__name__} too large to show"
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -31,6 +31,21 @@ trains (the release is reserved), so a crash mid-round can only over-count, neve
 
 Non-finite ε (a release with noise multiplier 0, i.e. no DP) is written as JSON `Infinity`, as Python's
 json module does. Files are created 0600: they are the partner's own state.
+
+Repairs. A crash mid-append leaves a torn last line (bytes after the last newline); the ledger then
+refuses every append. Its round was never trained or sent (the append precedes both), so nothing was
+spent and nothing receipted. `Ledger.repair` (`fedrec ledger repair PATH`), under the append's lock,
+writes the torn bytes, exactly, to a private file beside the ledger (`<ledger>.torn-<seq>-<sha256[:16]>`,
+0600, fsynced), then writes over them a chained record of kind "repair", in the same version 2 format:
+
+    all `Repair` fields (kind "repair", torn_sha256, torn_bytes, moved_to: the aside file's name,
+    reason), plus seq, prev_hash, hash and version as above
+
+A repair carries no DP release: histories, ε, caps and receipts skip it, but it holds its place in the
+chain, so removing or editing it later breaks the chain like any other line. Only a torn last line is
+repaired: if any complete line fails verification, the repair refuses and touches nothing. A ledger cut
+short by whole lines and then "repaired" still fails the audit: the receipts of the removed lines no
+longer match (`audit/ledgers.py`). Readers older than repairs refuse a ledger holding one (wrong fields).
 """
 
 from __future__ import annotations
@@ -50,6 +65,9 @@ from shared.privacy import NOISE_REPRODUCIBLE, NOISE_SECRET, PRIVACY_UNIT, Histo
 LEDGER_VERSION = 2
 LEDGER_NAME = "privacy-ledger.jsonl"
 GENESIS = "0" * 64
+RELEASE = "release"
+REPAIR = "repair"
+DEFAULT_REPAIR_REASON = "torn last line: an append interrupted before its round was trained or sent"
 
 
 class LedgerError(RuntimeError):
@@ -78,7 +96,7 @@ class Release:
     epsilon_cap: float | None = None  # the ε cap the client enforces, if any
     run: str = ""  # federation run id; (run, client, round) is unique, so one ledger can span several runs
     noise: str = NOISE_SECRET  # NOISE_REPRODUCIBLE: test-only seeded noise, replayable by anyone
-    kind: str = "release"
+    kind: str = RELEASE
 
     @property
     def private(self) -> bool:
@@ -91,8 +109,36 @@ class Release:
         return self.epsilon_rdp if self.accountant == "rdp" else self.epsilon_prv
 
 
+@dataclass(frozen=True)
+class Repair:
+    """A torn last line moved aside: no DP release, but chained like one so it cannot vanish silently."""
+
+    torn_sha256: str  # sha256 hex of the exact bytes moved aside
+    torn_bytes: int
+    moved_to: str  # the aside file's name, beside the ledger (a name, never a path)
+    reason: str
+    kind: str = REPAIR
+
+
+_CHAIN_FIELDS = {"seq", "prev_hash", "hash", "version"}
 RELEASE_FIELDS = tuple(f.name for f in fields(Release))
-RECORD_FIELDS = frozenset(RELEASE_FIELDS) | {"seq", "prev_hash", "hash", "version"}
+RECORD_FIELDS = frozenset(RELEASE_FIELDS) | _CHAIN_FIELDS
+REPAIR_FIELDS = tuple(f.name for f in fields(Repair))
+REPAIR_RECORD_FIELDS = frozenset(REPAIR_FIELDS) | _CHAIN_FIELDS
+_CHAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "seq": (int,),
+    "prev_hash": (str,),
+    "hash": (str,),
+    "version": (int,),
+}
+_REPAIR_TYPES: dict[str, tuple[type, ...]] = {
+    "torn_sha256": (str,),
+    "torn_bytes": (int,),
+    "moved_to": (str,),
+    "reason": (str,),
+    "kind": (str,),
+    **_CHAIN_TYPES,
+}
 _TYPES: dict[str, tuple[type, ...]] = {
     "client": (str,),
     "round": (int,),
@@ -109,10 +155,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "run": (str,),
     "noise": (str,),
     "kind": (str,),
-    "seq": (int,),
-    "prev_hash": (str,),
-    "hash": (str,),
-    "version": (int,),
+    **_CHAIN_TYPES,
 }
 
 
@@ -134,13 +177,18 @@ def line_hash(record: dict[str, Any]) -> str:
     return sha256(canonical(record))
 
 
+def is_release(record: dict[str, Any]) -> bool:
+    """A DP release (as opposed to a repair record, which spends nothing)."""
+    return record["kind"] == RELEASE
+
+
 def history_of(records: list[dict[str, Any]]) -> History:
-    """The composed DP history (Opacus' (σ, q, steps) entries) of these releases, in ledger order."""
+    """The composed DP history (Opacus' (σ, q, steps) entries) of these records' releases, in ledger order."""
     return compact(
         [
             (float(r["noise_multiplier"]), float(r["sample_rate"]), int(r["steps"]))
             for r in records
-            if r["steps"] > 0
+            if is_release(r) and r["steps"] > 0
         ]
     )
 
@@ -202,10 +250,12 @@ def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
             raise LedgerError(f"{where}: not a JSON record ({exc.__class__.__name__}: {exc})") from None
         if not isinstance(rec, dict):
             raise LedgerError(f"{where}: not a JSON object")
-        if set(rec) != RECORD_FIELDS:
-            missing, extra = sorted(RECORD_FIELDS - set(rec)), sorted(set(rec) - RECORD_FIELDS)
+        repair = rec.get("kind") == REPAIR
+        expected, types_of = (REPAIR_RECORD_FIELDS, _REPAIR_TYPES) if repair else (RECORD_FIELDS, _TYPES)
+        if set(rec) != expected:
+            missing, extra = sorted(expected - set(rec)), sorted(set(rec) - expected)
             raise LedgerError(f"{where}: wrong fields (missing {missing}, unexpected {extra})")
-        for name, types in _TYPES.items():
+        for name, types in types_of.items():
             if isinstance(rec[name], bool) or not isinstance(rec[name], types):
                 raise LedgerError(f"{where}: field {name!r} has the wrong type ({rec[name]!r})")
         if rec["version"] != LEDGER_VERSION:
@@ -214,7 +264,9 @@ def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
             raise LedgerError(f"{where}: ledger version {rec['version']}, this code reads {LEDGER_VERSION}")
         if canonical(rec) != raw:
             raise LedgerError(f"{where}: line is not in canonical form (edited by hand?)")
-        if rec["noise"] not in (NOISE_SECRET, NOISE_REPRODUCIBLE) or rec["kind"] != "release":
+        if repair:
+            _check_repair_record(rec, where)
+        elif rec["noise"] not in (NOISE_SECRET, NOISE_REPRODUCIBLE) or rec["kind"] != RELEASE:
             raise LedgerError(f"{where}: unknown noise {rec['noise']!r} or kind {rec['kind']!r}")
         if record_hash(rec) != rec["hash"]:
             raise LedgerError(f"{where}: hash mismatch: the record was altered after it was written")
@@ -227,16 +279,60 @@ def parse(data: bytes, path: Path | str) -> list[dict[str, Any]]:
             )
         if rec["seq"] != number - 1:
             raise LedgerError(f"{where}: seq {rec['seq']} where {number - 1} was expected")
-        if client is not None and rec["client"] != client:
-            raise LedgerError(f"{where}: release of client {rec['client']!r} in the ledger of {client!r}")
-        key = (rec["run"], rec["round"])
-        if key in seen:
-            raise LedgerError(f"{where}: round {rec['round']} recorded twice (double-counted release)")
-        client = rec["client"]
-        seen.add(key)
+        if not repair:
+            if client is not None and rec["client"] != client:
+                raise LedgerError(f"{where}: release of client {rec['client']!r} in the ledger of {client!r}")
+            key = (rec["run"], rec["round"])
+            if key in seen:
+                raise LedgerError(f"{where}: round {rec['round']} recorded twice (double-counted release)")
+            client = rec["client"]
+            seen.add(key)
         prev = sha256(raw)
         records.append(rec)
     return records
+
+
+def _check_repair_record(rec: dict[str, Any], where: str) -> None:
+    digest, name = rec["torn_sha256"], rec["moved_to"]
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise LedgerError(f"{where}: repair record: torn_sha256 is not a sha256 hex digest")
+    if rec["torn_bytes"] < 1:
+        raise LedgerError(f"{where}: repair record: torn_bytes must be >= 1")
+    if not name.isprintable() or "/" in name or name in ("", ".", ".."):
+        raise LedgerError(f"{where}: repair record: moved_to must be a file name beside the ledger")
+
+
+def _last_line_hash(data: bytes) -> str:
+    """sha256 of the last complete line of verified ledger bytes (GENESIS if none): the next prev_hash."""
+    return sha256(data.split(b"\n")[-2]) if data else GENESIS
+
+
+def _write_fully(fd: int, data: bytes, offset: int | None = None) -> None:
+    written = 0
+    while written < len(data):
+        chunk = data[written:]
+        written += os.write(fd, chunk) if offset is None else os.pwrite(fd, chunk, offset + written)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_aside(path: Path, data: bytes) -> None:
+    """Durably write torn bytes to a private file. Its name holds their hash, so a rerun after a crash
+    rewrites the same bytes (the ledger still holds them until this returns)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        _write_fully(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def _read_all(fd: int) -> bytes:
@@ -265,26 +361,26 @@ class Ledger:
             os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
-        """All records, after verifying the whole chain; raises LedgerError on any break."""
+        """All records, releases and repairs (index = seq), after verifying the whole chain."""
         return parse(self._read(), self.path)
 
     def releases(self) -> list[Release]:
-        return [Release(**{k: r[k] for k in RELEASE_FIELDS}) for r in self.records()]
+        """The DP releases, in order (repair records skipped: they spend nothing)."""
+        return [Release(**{k: r[k] for k in RELEASE_FIELDS}) for r in self.records() if is_release(r)]
 
     def history(self) -> History:
         """The composed DP history of all releases (what the next ε composes onto)."""
         return history_of(self.records())
 
     def head(self) -> tuple[int, str]:
-        """(number of releases, hash of the last line's bytes): report it elsewhere to detect truncation."""
+        """(number of lines, hash of the last line's bytes): report it elsewhere to detect truncation."""
         data = self._read()
-        records = parse(data, self.path)
-        return len(records), (sha256(data.split(b"\n")[-2]) if records else GENESIS)
+        return len(parse(data, self.path)), _last_line_hash(data)
 
     def receipt(self, run: str, round: int) -> tuple[int, str]:
         """(seq, line hash) of the release of (run, round): what the client reports to the server."""
         for rec in self.records():
-            if rec["run"] == run and rec["round"] == round:
+            if is_release(rec) and rec["run"] == run and rec["round"] == round:
                 return rec["seq"], line_hash(rec)
         raise LedgerError(f"{self.path}: no release of round {round} in run {run!r}")
 
@@ -342,12 +438,13 @@ class Ledger:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = _read_all(fd)
             records = parse(data, self.path)
+            releases = [r for r in records if is_release(r)]
             where = f"{self.path}:{len(records) + 1}"
-            if records and records[0]["client"] != client:
+            if releases and releases[0]["client"] != client:
                 raise LedgerError(
-                    f"{where}: this ledger belongs to client {records[0]['client']!r}, not {client!r}"
+                    f"{where}: this ledger belongs to client {releases[0]['client']!r}, not {client!r}"
                 )
-            if any(r["run"] == run and r["round"] == round for r in records):
+            if any(r["run"] == run and r["round"] == round for r in releases):
                 raise LedgerError(
                     f"{where}: round {round} of client {client!r} is already recorded; a restarted client"
                     " must resume from the next round, not record (and count) a release twice"
@@ -376,23 +473,71 @@ class Ledger:
                 run=run,
                 noise=noise,
             )
-            prev = sha256(data.split(b"\n")[-2]) if records else GENESIS
-            record = {**asdict(release), "seq": len(records), "prev_hash": prev, "version": LEDGER_VERSION}
+            record = {
+                **asdict(release),
+                "seq": len(records),
+                "prev_hash": _last_line_hash(data),
+                "version": LEDGER_VERSION,
+            }
             record["hash"] = record_hash(record)
-            line = canonical(record) + b"\n"
-            written = 0
-            while written < len(line):
-                written += os.write(fd, line[written:])
+            _write_fully(fd, canonical(record) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)  # releases the lock
         if created:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self.path.parent)
         return release
+
+    def repair(self, reason: str = DEFAULT_REPAIR_REASON) -> Repair | None:
+        """Move a torn last line aside and record that as a chained "repair" entry; None if nothing is torn.
+
+        A torn line is an append that never finished, so its round was never trained or sent: moving it
+        aside unblocks the client without hiding a release. Refused (LedgerError, nothing written) if any
+        complete line fails verification: a broken chain is evidence, never repaired. Under the append's
+        exclusive lock; the torn bytes are durable aside before the ledger changes, and the repair record
+        is written over them, so the ledger never holds its complete lines without the record.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise LedgerError(f"{self.path}: a repair needs a reason")
+        try:  # not O_APPEND: the record is written at the torn line's offset
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = _read_all(fd)
+            cut = data.rfind(b"\n") + 1  # end of the last complete line
+            complete, torn = data[:cut], data[cut:]
+            try:
+                records = parse(complete, self.path)
+            except LedgerError as exc:
+                raise LedgerError(
+                    f"{exc}; not repaired: a repair moves a torn last line, never mends a chain"
+                ) from None
+            if not torn:
+                return None
+            digest = sha256(torn)
+            repair = Repair(
+                torn_sha256=digest,
+                torn_bytes=len(torn),
+                moved_to=f"{self.path.name}.torn-{len(records)}-{digest[:16]}",
+                reason=reason,
+            )
+            _write_aside(self.path.parent / repair.moved_to, torn)
+            record = {
+                **asdict(repair),
+                "seq": len(records),
+                "prev_hash": _last_line_hash(complete),
+                "version": LEDGER_VERSION,
+            }
+            record["hash"] = record_hash(record)
+            line = canonical(record) + b"\n"
+            _write_fully(fd, line, offset=cut)
+            os.ftruncate(fd, cut + len(line))  # drop what is left of a longer torn line
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+        return repair
 
 
 def verify(path: str | os.PathLike[str]) -> tuple[bool, str]:
@@ -406,4 +551,6 @@ def verify(path: str | os.PathLike[str]) -> tuple[bool, str]:
         return False, str(exc)
     if not records:
         return True, f"{path}: empty ledger (no releases)"
-    return True, f"{path}: chain of {len(records)} releases verified"
+    repairs = sum(1 for r in records if not is_release(r))
+    also = f" and {repairs} repair(s)" if repairs else ""
+    return True, f"{path}: chain of {len(records) - repairs} releases{also} verified"

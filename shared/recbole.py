@@ -26,7 +26,8 @@ removed, so a valid or test target can already be in the user's history (counted
 
 The events frame is synthesised from the kept sequences so partitioning and client files work as for
 any fedrec data. Its timestamps are ORDINAL, not real: the k-th item of a user's sequence (k from 0)
-gets epoch second k (1970-01-01T00:00:00Z + k s); only the order within a user means anything.
+gets `shared.schema.PLAUSIBLE_SINCE` + k seconds (inside the loaders' plausibility window); only the order
+within a user means anything.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from shared.data import UserData
-from shared.schema import CATALOGUE_COLUMNS, EVENTS_COLUMNS, SchemaError
+from shared.schema import CATALOGUE_COLUMNS, EVENTS_COLUMNS, PLAUSIBLE_SINCE, SchemaError
 
 REQUIRED_SUFFIXES = (".text", ".item2index", ".user2index", ".train.inter", ".valid.inter", ".test.inter")
 SEQUENCES_SUFFIX = ".sequences.tsv"
@@ -469,7 +470,9 @@ def _events(users: list[str], sequences: list[list[int]], asins: np.ndarray) -> 
             "user_id": np.repeat(np.array(users, dtype=object), lengths).astype(str),
             "item_id": asins[items].astype(str) if len(items) else np.array([], dtype=str),
             "event": "purchase",
-            "timestamp": pd.to_datetime(positions, unit="s", utc=True).astype("datetime64[ns, UTC]"),
+            "timestamp": (PLAUSIBLE_SINCE + pd.to_timedelta(positions, unit="s")).astype(
+                "datetime64[ns, UTC]"
+            ),
             "query": "",
         }
     )
@@ -510,7 +513,7 @@ def _report(
         "sequence_source": f"{name}{SEQUENCES_SUFFIX}" if has_sequences else f"{name}.train.inter (rebuilt)",
         "token_format": {file: {"items": t.items, "users": t.users} for file, t in formats.items()},
         "max_history": {file: t.max_history for file, t in formats.items()},
-        "timestamps": "ordinal: epoch second k is the k-th item of the user's sequence",
+        "timestamps": f"ordinal: {PLAUSIBLE_SINCE.isoformat()} + k s is the k-th item of a user's sequence",
         "data_notes": _data_notes(data),
     }
     if report["users_read"] != report["users"] + report["users_set_aside"] or (

@@ -14,7 +14,6 @@ kept, σ = 0, the ledger's σ still claimed) and `seeded` (noise and sampling fr
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from client import randomness
 from client.train import TrainSettings, poisson_rate, train_round, trainable_users
 from shared.config import RunConfig
 from shared.data import load_party
+from shared.durable import write_json
 from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
 from shared.privacy import History, calibrate_noise, compact, epsilon
@@ -175,10 +175,7 @@ def canary_audit(
         "wall_time_s": round(time.time() - started, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"canary-audit-{build}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
+    write_json(out / f"canary-audit-{build}.json", record)
     return record
 
 

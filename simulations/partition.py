@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCHEMES = ("iid", "dirichlet", "user")
+SCHEMES = ("iid", "dirichlet", "user", "sizes")
 
 
 def partition_users(
@@ -22,6 +22,7 @@ def partition_users(
     scheme: str = "iid",
     alpha: float = 0.5,
     seed: int = 0,
+    sizes: list[int] | None = None,
 ) -> list[list[str]]:
     """Assign every user to exactly one client; returns one sorted user list per client.
 
@@ -29,6 +30,8 @@ def partition_users(
     category, each category spread over clients with Dirichlet(alpha) proportions (small
     alpha = each client sees few categories), then empty clients are filled from the
     largest. user: one user per client (num_clients must be the number of users, or 0).
+    sizes: users shuffled, the first clients get `sizes` users each and the last one the rest (unequal
+    partners, e.g. a small shop beside a large one).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown partition scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
@@ -50,6 +53,15 @@ def partition_users(
     if scheme == "iid":
         order = rng.permutation(len(users))
         parts = [[users[i] for i in chunk] for chunk in np.array_split(order, num_clients)]
+    elif scheme == "sizes":
+        sizes = list(sizes or [])
+        if len(sizes) != num_clients - 1 or min(sizes, default=1) < 1 or sum(sizes) >= len(users):
+            raise ValueError(
+                f"scheme 'sizes' needs {num_clients - 1} positive sizes (the last client takes the rest)"
+                f" summing to less than the {len(users)} users, got {sizes}"
+            )
+        order = rng.permutation(len(users))
+        parts = [[users[i] for i in chunk] for chunk in np.split(order, np.cumsum(sizes))]
     else:
         if alpha <= 0:
             raise ValueError(f"alpha must be positive, got {alpha}")

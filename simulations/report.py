@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from shared.data import user_data
+from shared.run_record import RUN_RECORD
 from shared.schema import load_catalogue, load_events
 
 DEMO_QUERIES = ("ultralight tent", "noise cancelling headphones", "coffee grinder")
@@ -42,15 +43,21 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"published index: {summary['artifact']}")
     if summary["private"] or client_level:
         print(f"privacy audit:   fedrec audit {out}")
-    print(f"summary: {out / 'summary.json'}   per-round metrics: {out / 'metrics.jsonl'}")
+    print(f"summary: {out / 'summary.json'}   run record (per round): {out / RUN_RECORD}")
     print(f"wall time {summary['wall_time_s']:.0f} s")
 
 
 def print_demo(summary: dict, n_users: int = 3, k: int = 5) -> None:
     """Example recommendations for a few users (their own history, on 'their device'), and a search."""
     from client.device import Device
+    from shared.signing import run_public_key
 
-    device = Device(summary["artifact"])
+    # the run's own key; the demo device keeps its state (newest accepted round) inside the run folder
+    device = Device(
+        summary["artifact"],
+        publisher_key=run_public_key(summary["artifact"]),
+        state_dir=Path(summary["config"]["run-dir"]) / "device",
+    )
     data = summary["data"]
     catalogue = load_catalogue(data["catalogue"])
     events, _ = load_events(

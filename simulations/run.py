@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from threadpoolctl import threadpool_limits
 
 from shared.config import RunConfig
 from shared.data import user_data
+from shared.durable import write_json
 from shared.metrics import popularity_ranking, ranking_metrics
 from shared.privacy import NOT_PRIVATE_LABEL
+from shared.run_record import RUN_RECORD, RunRecord
 from shared.schema import load_catalogue, load_events
 from simulations.partition import partition_users, write_partitions
 from simulations.shop import ShopConfig, write_shop
@@ -51,6 +54,7 @@ def simulate(
     num_clients: int = 2,
     partition: str = "iid",
     alpha: float = 0.5,
+    sizes: list[int] | None = None,
     catalogue: str | None = None,
     events: str | None = None,
     shop_seed: int = 0,
@@ -83,7 +87,7 @@ def simulate(
             "central-eval": str(events_path),
         }
     )
-    parts = partition_users(log, cat, num_clients, partition, alpha, seed=cfg.seed)
+    parts = partition_users(log, cat, num_clients, partition, alpha, seed=cfg.seed, sizes=sizes)
     write_partitions(log, parts, out / "partitions")
     declared = write_node_configs(out / "partitions", parts, cfg)
     print(f"partitions ({partition}): users per client {[len(p) for p in parts]}", flush=True)
@@ -94,15 +98,16 @@ def simulate(
 
     run_flower_simulation(cfg, num_clients)
 
-    server = json.loads((out / "server.json").read_text())
-    central = {r["round"]: r["central_eval"] for r in server["rounds"]}
+    record = RunRecord.load(out / RUN_RECORD)
+    privacy = record.privacy
+    central = {r.round: r.central_eval for r in record.rounds}
     final, zero_shot = central[cfg.num_server_rounds], central[0]
     summary = {
         "private": cfg.private,
         "label": _label(cfg),
-        "guarantees": server["privacy"]["guarantees"],
+        "guarantees": privacy.guarantees,
         "secure_aggregation": cfg.secure_aggregation,
-        "client_level": server["privacy"]["client_level"],
+        "client_level": asdict(privacy.client_level) if privacy.client_level else None,
         "recall@10": final["test-recall@10"],
         "ndcg@10": final["test-ndcg@10"],
         "recall@50": final["test-recall@50"],
@@ -112,15 +117,15 @@ def simulate(
             "popularity": _pick(popularity),
             "zero_shot": {k.removeprefix("test-"): v for k, v in zero_shot.items() if k.startswith("test-")},
         },
-        "noise": server["privacy"]["noise"],
-        "target_epsilon": server["privacy"]["target_epsilon"],
-        "epsilon_cap": server["privacy"]["epsilon_cap"],
-        "epsilon": server["privacy"]["epsilon"] if cfg.private else None,
-        "epsilon_rdp": server["privacy"]["epsilon_rdp"] if cfg.private else None,
+        "noise": privacy.noise,
+        "target_epsilon": privacy.target_epsilon,
+        "epsilon_cap": privacy.epsilon_cap,
+        "epsilon": privacy.epsilon if cfg.private else None,
+        "epsilon_rdp": privacy.epsilon_rdp if cfg.private else None,
         "delta": cfg.delta,
         "privacy_unit": "user",
         "accountant": "prv",
-        "artifact": server["artifact"],
+        "artifact": str(record.artifact_path(out)),
         "data": {
             "catalogue": str(catalogue_path),
             "events": report.to_dict(),
@@ -134,10 +139,7 @@ def simulate(
         "wall_time_s": round(time.time() - started, 1),
         "peak_rss_mb_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    with open(out / "metrics.jsonl", "w") as f:
-        for line in server["rounds"]:
-            f.write(json.dumps(line) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)  # the per-round lines are in run.json
     return summary
 
 
@@ -177,6 +179,8 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
     from server.app import make_app as make_server_app
 
     config = cfg.to_flower()
+    record = Path(cfg.run_dir) / RUN_RECORD
+    record.unlink(missing_ok=True)  # a record left by an earlier run must not pass for this run's result
     with fork_safe_blas():
         run_simulation(
             server_app=make_server_app(config),
@@ -190,7 +194,7 @@ def run_flower_simulation(cfg: RunConfig, num_clients: int) -> None:
                 },
             },
         )
-    if not (Path(cfg.run_dir) / "server.json").exists():
+    if not record.exists():
         raise RuntimeError(f"the Flower simulation ended without a result; see the log above ({cfg.run_dir})")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from shared.model import ModelConfig, Recommender
 
@@ -51,3 +52,12 @@ def tiny_catalogue(tiny_model):
 def histories() -> list[list[int]]:
     rng = np.random.default_rng(0)
     return [list(rng.choice(len(TEXTS), 5, replace=False)) for _ in range(24)]
+
+
+@pytest.fixture
+def task_identity():
+    """Messages are made inside a Flower task; outside one, give the process a task identity."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved

@@ -1,8 +1,13 @@
-"""The published artifact: round trip, integrity, versioning, index choice (real FAISS, real tensors)."""
+"""The published artifact: round trip, integrity, signature, versioning, index choice (real FAISS, real
+tensors), and the attacks a signed manifest must refuse."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections import Counter
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -13,6 +18,7 @@ import torch
 from shared.artifact import (
     FORMAT_VERSION,
     ArtifactError,
+    _version_string,
     choose_index_type,
     latest,
     load_artifact,
@@ -20,6 +26,7 @@ from shared.artifact import (
 )
 from shared.encoder import WEIGHTS_SHA256
 from shared.model import ModelConfig, Recommender
+from shared.signing import generate_key, key_id, sign, verify
 
 N_ITEMS, DIM = 60, 384
 INFO = {
@@ -29,6 +36,31 @@ INFO = {
     "accountant": "prv",
     "unit": "user",
 }
+KEY = generate_key()  # the publisher's; devices pin KEY.public_key()
+PINNED = KEY.public_key()
+
+
+def load(folder: Path):
+    return load_artifact(folder, public_key=PINNED)
+
+
+def forge(folder: Path, replace: dict[str, bytes] | None = None, edit=None, signing_key=None) -> None:
+    """What whoever can write the folder can do: replace files, recompute the manifest's sha256 list and
+    version, edit the manifest, and re-sign it with `signing_key` if they hold one (else keep the old
+    signature)."""
+    for name, data in (replace or {}).items():
+        (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    for name in manifest["files"]:
+        data = (folder / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    manifest["version"] = _version_string(manifest["round"], manifest["files"])
+    if edit:
+        edit(manifest)
+    data = (json.dumps(manifest, indent=2) + "\n").encode()
+    (folder / "manifest.json").write_bytes(data)
+    if signing_key is not None:
+        (folder / "manifest.sig").write_bytes(sign(signing_key, data))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +95,7 @@ def inputs(state) -> dict:
         "trainable_state": state,
         "model_config": ModelConfig().to_dict(),
         "info": INFO,
+        "signing_key": KEY,
     }
 
 
@@ -76,7 +109,7 @@ def flip_byte(path, offset: int | None = None) -> None:
 def test_round_trip(tmp_path, inputs):
     folder = write_artifact(tmp_path, round=3, **inputs)
     assert folder == tmp_path / "v0003"
-    art = load_artifact(folder)
+    art = load(folder)
 
     assert art.item_ids == inputs["item_ids"]
     np.testing.assert_array_equal(art.item_rows(), inputs["item_vectors"])
@@ -111,6 +144,18 @@ def test_round_trip(tmp_path, inputs):
     for name, entry in m["files"].items():
         assert entry["bytes"] == (folder / name).stat().st_size and len(entry["sha256"]) == 64
     assert isinstance(art.index, faiss.IndexFlatIP) and art.index.metric_type == faiss.METRIC_INNER_PRODUCT
+    # signed: the 64 raw signature bytes over the manifest's exact bytes, and the publisher's key id
+    assert m["publisher_key_id"] == art.publisher_key_id == key_id(PINNED) and art.round == 3
+    signature = (folder / "manifest.sig").read_bytes()
+    assert len(signature) == 64 and verify(PINNED, signature, (folder / "manifest.json").read_bytes())
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter.safetensors",
+        "index.faiss",
+        "items.parquet",
+        "manifest.json",
+        "manifest.sig",
+        "model.json",
+    ]
     assert (tmp_path / "LATEST").read_text().strip() == "v0003"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "v0003"]  # no temp folder left
 
@@ -120,6 +165,7 @@ def test_same_inputs_give_same_bytes(tmp_path, inputs):
     b = write_artifact(tmp_path / "b", round=1, **inputs)
     for name in ("index.faiss", "items.parquet", "adapter.safetensors", "model.json", "manifest.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "manifest.sig").read_bytes() == (b / "manifest.sig").read_bytes()  # Ed25519: deterministic
     assert "time" not in (a / "manifest.json").read_text().lower()
 
 
@@ -128,14 +174,14 @@ def test_one_flipped_byte_is_refused_naming_the_file(tmp_path, inputs, name):
     folder = write_artifact(tmp_path, round=3, **inputs)
     flip_byte(folder / name)
     with pytest.raises(ArtifactError, match=rf"{folder}.*{name} sha256 mismatch"):
-        load_artifact(folder)
+        load(folder)
 
 
 def test_unlisted_extra_file_is_refused(tmp_path, inputs):
     folder = write_artifact(tmp_path, round=1, **inputs)
     (folder / "backdoor.safetensors").write_bytes(b"x")
     with pytest.raises(ArtifactError, match="backdoor.safetensors is not listed"):
-        load_artifact(folder)
+        load(folder)
 
 
 @pytest.mark.parametrize("name", ["items.parquet", "manifest.json"])
@@ -143,23 +189,26 @@ def test_missing_file_is_refused(tmp_path, inputs, name):
     folder = write_artifact(tmp_path, round=1, **inputs)
     (folder / name).unlink()
     with pytest.raises(ArtifactError, match=f"{name} is missing"):
-        load_artifact(folder)
+        load(folder)
 
 
-def test_manifest_problems_are_refused(tmp_path, inputs):
+def test_manifest_problems_are_refused_even_when_signed(tmp_path, inputs):
+    """The checks behind the signature, as if the publisher itself had signed a bad manifest."""
     folder = write_artifact(tmp_path, round=1, **inputs)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
 
-    manifest_path.write_text(json.dumps({**manifest, "format_version": 99}))
+    forge(folder, edit=lambda m: m.update(format_version=99), signing_key=KEY)
     with pytest.raises(ArtifactError, match="manifest.json format_version 99 is not supported"):
-        load_artifact(folder)
-    manifest_path.write_text(json.dumps({**manifest, "n_items": N_ITEMS + 1}))
+        load(folder)
+    forge(folder, edit=lambda m: m.update(format_version=2, n_items=N_ITEMS + 1), signing_key=KEY)
     with pytest.raises(ArtifactError, match="index.faiss holds 60 x 385"):
-        load_artifact(folder)
-    manifest_path.write_text("{not json")
+        load(folder)
+    forge(folder, edit=lambda m: m.update(n_items=N_ITEMS, publisher_key_id="0" * 64), signing_key=KEY)
+    with pytest.raises(ArtifactError, match="manifest.json names publisher key '0000"):
+        load(folder)
+    (folder / "manifest.json").write_text("{not json")
+    (folder / "manifest.sig").write_bytes(sign(KEY, b"{not json"))
     with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
-        load_artifact(folder)
+        load(folder)
 
 
 def test_a_round_is_never_overwritten(tmp_path, inputs):
@@ -190,7 +239,7 @@ def test_hnsw_above_the_threshold(tmp_path, inputs):
     assert choose_index_type(11, flat_max_items=10) == "IndexHNSWFlat"
 
     folder = write_artifact(tmp_path, round=1, flat_max_items=10, **inputs)
-    art = load_artifact(folder)
+    art = load(folder)
     assert art.manifest["index_type"] == "IndexHNSWFlat"
     assert art.manifest["index_params"] == {"M": 32, "efConstruction": 40, "efSearch": 256}
     assert isinstance(art.index, faiss.IndexHNSWFlat) and art.index.hnsw.efSearch == 256
@@ -211,3 +260,178 @@ def test_bad_inputs_are_rejected_before_writing(tmp_path, inputs):
     with pytest.raises(ValueError, match="unknown model config keys"):
         write_artifact(tmp_path, round=1, **{**inputs, "model_config": {"lora_rnak": 4}})
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+def forged_index(rows: np.ndarray, boosted: int) -> bytes:
+    """The reported attack: item `boosted` first for every user, its bias column set to 999,999."""
+    rows = rows.copy()
+    rows[boosted, -1] = 999_999.0
+    index = faiss.IndexFlatIP(rows.shape[1])
+    index.add(rows)
+    return bytes(faiss.serialize_index(index))
+
+
+def test_forged_rechecksummed_index_is_refused(tmp_path, inputs):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    forge(folder, replace={"index.faiss": forged_index(inputs["item_vectors"], boosted=59)})
+    # what the forgery would do: sha256 list consistent, item 59 first for any user row [u, 1]
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    entry = manifest["files"]["index.faiss"]
+    assert entry["sha256"] == hashlib.sha256((folder / "index.faiss").read_bytes()).hexdigest()
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify under the pinned publisher key"):
+        load(folder)
+    (folder / "manifest.sig").unlink()  # and without any signature at all
+    with pytest.raises(ArtifactError, match="manifest.sig is missing: the artifact is unsigned"):
+        load(folder)
+
+
+def test_a_manifest_resigned_with_another_key_is_refused(tmp_path, inputs):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    attacker = generate_key()
+    forge(
+        folder,
+        replace={"index.faiss": forged_index(inputs["item_vectors"], boosted=0)},
+        edit=lambda m: m.update(publisher_key_id=key_id(attacker)),
+        signing_key=attacker,
+    )
+    claimed = key_id(attacker)[:16]
+    with pytest.raises(ArtifactError, match=rf"manifest.sig does not verify.*names key {claimed}"):
+        load(folder)
+    assert load_artifact(folder, public_key=attacker.public_key()).round == 1  # valid, for its own key only
+
+
+def test_an_edited_privacy_summary_is_refused(tmp_path, inputs):
+    """`info` is covered by no file hash: only the signature over the manifest protects it."""
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    forge(folder, edit=lambda m: m["info"].update(epsilon_per_client={"shop-0": 0.1, "shop-1": 0.1}))
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify"):
+        load(folder)
+    manifest = folder / "manifest.json"  # one byte of whitespace is an edit too: the exact bytes are signed
+    manifest.write_bytes(manifest.read_bytes() + b" ")
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify"):
+        load(folder)
+
+
+def test_an_unsigned_format_1_artifact_is_refused(tmp_path, inputs):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    (folder / "manifest.sig").unlink()
+    forge(folder, edit=lambda m: (m.update(format_version=1), m.pop("publisher_key_id")))
+    unsigned = r"refused: unsigned artifact \(format 1\): re-publish with a publisher key"
+    with pytest.raises(ArtifactError, match=unsigned):
+        load(folder)
+
+
+def test_a_truncated_signature_is_refused(tmp_path, inputs):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    signature = folder / "manifest.sig"
+    signature.write_bytes(signature.read_bytes()[:63])
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify"):
+        load(folder)
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "manifest.json", "manifest.sig"])
+def test_a_symlinked_file_is_refused(tmp_path, inputs, name):
+    """Even a link to identical bytes: it could be repointed between checking and reading."""
+    folder = write_artifact(tmp_path / "index", round=1, **inputs)
+    elsewhere = tmp_path / f"copy-{name}"
+    elsewhere.write_bytes((folder / name).read_bytes())
+    (folder / name).unlink()
+    (folder / name).symlink_to(elsewhere)
+    with pytest.raises(ArtifactError, match=f"{name} is a symbolic link"):
+        load(folder)
+
+
+def test_a_symlinked_folder_or_latest_is_refused(tmp_path, inputs):
+    root = tmp_path / "index"
+    folder = write_artifact(root, round=1, **inputs)
+    (tmp_path / "linked").symlink_to(folder, target_is_directory=True)
+    with pytest.raises(ArtifactError, match="linked refused: is a symbolic link"):
+        load(tmp_path / "linked")
+    (tmp_path / "pointer").write_text("v0001\n")
+    (root / "LATEST").unlink()
+    (root / "LATEST").symlink_to(tmp_path / "pointer")
+    with pytest.raises(ArtifactError, match="LATEST is a symbolic link"):
+        latest(root)
+
+
+def test_a_fifo_in_the_folder_is_refused_without_blocking(tmp_path, inputs):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    (folder / "index.faiss").unlink()
+    os.mkfifo(folder / "index.faiss")
+    with pytest.raises(ArtifactError, match="index.faiss is not a regular file"):
+        load(folder)
+
+
+def test_each_file_is_opened_once_and_parsed_from_the_hashed_bytes(tmp_path, inputs, monkeypatch):
+    """Nothing is re-read from disk after hashing (no FAISS/parquet/safetensors reader gets a path)."""
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    opened: Counter[str] = Counter()
+    real_open = os.open
+
+    def counting_open(path, flags, *args, **kwargs):
+        opened[Path(path).name] += 1
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    real_read_index = faiss.read_index
+
+    def read_index(source, *args):
+        assert not isinstance(source, str), f"index re-read from the path {source}"
+        return real_read_index(source, *args)
+
+    monkeypatch.setattr(faiss, "read_index", read_index)
+    art = load(folder)
+    assert art.index.ntotal == N_ITEMS
+    assert {name: opened[name] for name in sorted(p.name for p in folder.iterdir())} == {
+        "adapter.safetensors": 1,
+        "index.faiss": 1,
+        "items.parquet": 1,
+        "manifest.json": 1,
+        "manifest.sig": 1,
+        "model.json": 1,
+    }
+
+
+def test_an_index_of_another_type_is_refused_without_crashing(tmp_path, inputs):
+    """Even validly signed (a publisher bug or a stolen key): only the type the manifest names is parsed."""
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    hnsw = faiss.IndexHNSWFlat(DIM + 1, 8, faiss.METRIC_INNER_PRODUCT)
+    hnsw.add(inputs["item_vectors"])
+    forge(folder, replace={"index.faiss": bytes(faiss.serialize_index(hnsw))}, signing_key=KEY)
+    with pytest.raises(ArtifactError, match=r"index.faiss is not an IndexFlatIP \(header b'IHNf'\)"):
+        load(folder)
+    lsh = faiss.IndexLSH(DIM + 1, 16)
+    forge(folder, replace={"index.faiss": bytes(faiss.serialize_index(lsh))}, signing_key=KEY)
+    with pytest.raises(ArtifactError, match=r"index.faiss is not an IndexFlatIP \(header b'IxHe'\)"):
+        load(folder)
+    forge(folder, edit=lambda m: m.update(index_type="IndexLSH"), signing_key=KEY)
+    with pytest.raises(ArtifactError, match="index_type 'IndexLSH' is not one this fedrec reads"):
+        load(folder)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lora_rank", 100_000),
+        ("history_length", 10**9),
+        ("head_rank", 0),
+        ("max_length", 4096),
+        ("n_items", 7),  # neither 0 nor the 60 published rows
+        ("lora_layers", [9]),
+        ("lora_targets", ["query", "output.dense"]),
+        ("temperature", -1.0),
+        ("recency", 2.0),
+        ("init_seed", -1),
+        ("train_lora_a", "yes"),
+    ],
+)
+def test_an_out_of_range_model_config_is_refused_naming_the_field(tmp_path, inputs, field, value):
+    folder = write_artifact(tmp_path, round=1, **inputs)
+    model = json.loads((folder / "model.json").read_bytes())
+    model["model"][field] = value
+    forge(folder, replace={"model.json": json.dumps(model).encode()}, signing_key=KEY)
+    with pytest.raises(ArtifactError, match=rf"model.json model config is not usable: {field} = "):
+        load(folder)
+    with pytest.raises(ValueError, match=rf"{field} = "):  # and the server would not publish it
+        write_artifact(tmp_path / "again", round=1, **{**inputs, "model_config": model["model"]})

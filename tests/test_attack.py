@@ -14,13 +14,17 @@ import torch
 from audit.membership import (
     attack_auc,
     epsilon_lower_bound,
+    inputs_from_record,
     membership_scores,
     run_attack,
     training_pairs,
 )
+from audit.membership import main as attack_main
 from client.randomness import reproducible
 from client.train import TrainSettings, train_round
 from shared.artifact import write_artifact
+from shared.run_record import RUN_RECORD, PrivacySummary, RunRecord
+from shared.signing import ensure_key_pair
 from tests.conftest import TEXTS
 
 DELTA = 1e-5
@@ -197,9 +201,8 @@ def test_run_attack_on_a_run_folder(tmp_path, overfit, users, tiny_model, monkey
         trainable_state=model.trainable_state(),
         model_config=model.config.to_dict(),
         info={"private": False},
+        signing_key=ensure_key_pair(tmp_path / "server"),  # the run's key, where the audit looks for it
     )
-    summary = {"artifact": str(artifact), "config": {"catalogue": str(tmp_path / "catalogue.csv")}}
-    (tmp_path / "summary.json").write_text(json.dumps(summary | {"delta": DELTA, "epsilon": None}))
     write_events(tmp_path / "members.csv", users["members"], "member")
     write_events(tmp_path / "heldout.csv", users["nonmembers"], "heldout")
 
@@ -208,7 +211,8 @@ def test_run_attack_on_a_run_folder(tmp_path, overfit, users, tiny_model, monkey
         return copy.deepcopy(tiny_model)
 
     monkeypatch.setattr("shared.model.Recommender", fresh)
-    result = run_attack(tmp_path, tmp_path / "members.csv", tmp_path / "heldout.csv", delta=None)
+    inputs = {"artifact": artifact.resolve(), "catalogue": str(tmp_path / "catalogue.csv"), "delta": DELTA}
+    result = run_attack(tmp_path, tmp_path / "members.csv", tmp_path / "heldout.csv", **inputs)
 
     direct_m = membership_scores(model, vectors, [s[:-2] for s in users["members"]])
     direct_n = membership_scores(model, vectors, [s[:-2] for s in users["nonmembers"]])
@@ -217,7 +221,42 @@ def test_run_attack_on_a_run_folder(tmp_path, overfit, users, tiny_model, monkey
     assert result["epsilon_lower_bound"] == pytest.approx(epsilon_lower_bound(direct_m, direct_n, DELTA))
     assert 0 < result["epsilon_lower_bound_95"] <= result["epsilon_lower_bound"]
     assert result["delta"] == DELTA and "member" in result["threat_model"]
+    assert result["epsilon_accountant"] is None and result["private"] is None  # no claims were given
     assert json.loads((tmp_path / "attack.json").read_text()) == result
 
     with pytest.raises(ValueError, match="in both"):
-        run_attack(tmp_path, tmp_path / "members.csv", [tmp_path / "heldout.csv", tmp_path / "members.csv"])
+        run_attack(
+            tmp_path, tmp_path / "members.csv", [tmp_path / "heldout.csv", tmp_path / "members.csv"], **inputs
+        )
+
+    # The command line: inputs from the server's run record, the accountant's claims shown alongside.
+    privacy = PrivacySummary(
+        private=False,
+        noise="none",
+        guarantees=["NONE: non-private run"],
+        secure_aggregation=False,
+        unit="user",
+        accountant="prv (rdp alongside)",
+        delta=DELTA,
+        max_grad_norm=None,
+        target_epsilon={},
+        epsilon_cap={},
+        epsilon={},
+        epsilon_rdp={},
+        noise_multipliers={},
+        sample_rates={},
+        non_private_clients=["client-0"],
+        client_level=None,
+    )
+    record = RunRecord(
+        artifact=artifact.relative_to(tmp_path).as_posix(),
+        catalogue=str(tmp_path / "catalogue.csv"),
+        privacy=privacy,
+        rounds=[],
+    )
+    record.save(tmp_path / RUN_RECORD)
+    assert inputs_from_record(tmp_path) == inputs | {"private": False, "epsilon_accountant": None}
+    (tmp_path / "attack.json").unlink()
+    argv = [str(tmp_path), "--members", str(tmp_path / "members.csv"), "--nonmembers"]
+    assert attack_main([*argv, str(tmp_path / "heldout.csv")]) == 0
+    assert json.loads((tmp_path / "attack.json").read_text()) == result | {"private": False}

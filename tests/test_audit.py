@@ -226,3 +226,43 @@ def test_missing_or_forged_receipts_fail_the_audit(run, capsys):
     assert "receipts TAMPERED" in _problems(run, capsys)
     receipts.unlink()
     assert "no server receipts" in _problems(run, capsys)
+
+
+TORN = b'{"accountant":"prv","client":"client-0","del'
+
+
+def test_repaired_ledger_passes_with_a_notice(run, capsys):
+    """A torn last line (a crash mid-append) moved aside is reported, not failed: it spent nothing."""
+    ledger = Ledger(ledger_path(run, "client-0"))
+    with ledger.path.open("ab") as f:
+        f.write(TORN)
+    repair = ledger.repair(reason="power cut")
+    release = ledger.append("client-0", ROUNDS + 1, STEPS, SIGMAS["client-0"], Q, 1.0, DELTA)
+    receive(run, release, *ledger.receipt("", ROUNDS + 1))
+    result = audit(run)
+    c = {c["client"]: c for c in result["clients"]}["client-0"]
+    assert c["chain_ok"] and not c["errors"] and not result["receipts"]["problems"]
+    assert c["repairs"] == [
+        {"seq": ROUNDS, "torn_sha256": sha256(TORN), "torn_bytes": len(TORN), "moved_to": repair.moved_to,
+         "reason": "power cut"}
+    ]  # fmt: skip
+    assert c["rounds"] == ROUNDS + 1 and c["round_numbers"] == [1, 2, 3, 4]
+    assert c["epsilon_prv"] == pytest.approx(expected("client-0", ROUNDS + 1), rel=1e-9)  # ε ignores it
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    assert "NOTICE client-0: ledger repaired at line 4" in out and sha256(TORN) in out and "ERROR" not in out
+    report = (run / "audit" / "report.md").read_text()
+    assert "PASSED" in report and "## Notices" in report and "power cut" in report
+
+
+@pytest.mark.parametrize("cut", ["whole lines, then a torn one", "inside the last line"])
+def test_truncated_then_repaired_ledger_still_fails_the_audit(run, capsys, cut):
+    """Cutting received releases off and calling it a torn line: the repair record cannot take their place."""
+    path = ledger_path(run, "client-1")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + TORN if cut.startswith("whole") else b"".join(lines[:2]) + lines[2][:30])
+    assert Ledger(path).repair() is not None and audit(run)["all_chains_ok"]  # the chain alone is fine
+    out = _problems(run, capsys)
+    assert "client-1 round 3" in out and "REWRITTEN" in out
+    if cut.startswith("whole"):
+        assert "client-1 round 2" in out and "TRUNCATED" in out

@@ -1,16 +1,23 @@
-"""The on-device runtime over a real published artifact: real MiniLM, real FAISS, a small hand-made shop."""
+"""The on-device runtime over a real published artifact: real MiniLM, real FAISS, a small hand-made shop;
+the pinned publisher key, the rollback guard, and the command line's key lookup."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from client.device import Device, Recommendation, read_history
-from shared.artifact import write_artifact
+from client.device import STATE_FILE, Device, Recommendation, publisher_key_file, read_history
+from fedrec.cli import main
+from shared.artifact import ArtifactError, write_artifact
 from shared.model import ModelConfig, Recommender
 from shared.schema import item_texts
+from shared.signing import generate_key, key_id, save_public_key
 
 ITEMS = {  # category -> (brand, titles)
     "Camping > Tents": (
@@ -111,6 +118,7 @@ ITEMS = {  # category -> (brand, titles)
     ),
 }
 TENTS = ["i000", "i001", "i002", "i003"]
+KEY = generate_key()  # the publisher's
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +147,10 @@ def published(tmp_path_factory, catalogue):
     }
     model.load_trainable_state(state)
     model.eval()
-    root = tmp_path_factory.mktemp("artifacts")
+    run = tmp_path_factory.mktemp("run")  # a run folder's layout: index/ + server/publisher.pub
+    (run / "server").mkdir()
+    save_public_key(KEY, run / "server" / "publisher.pub")
+    root = run / "index"
     write_artifact(
         root,
         round=1,
@@ -149,13 +160,15 @@ def published(tmp_path_factory, catalogue):
         trainable_state=state,
         model_config=model.config.to_dict(),
         info={"private": False},
+        signing_key=KEY,
     )
     return root
 
 
 @pytest.fixture(scope="module")
-def device(published) -> Device:
-    return Device(published)  # the root: resolved through LATEST
+def device(published, tmp_path_factory) -> Device:
+    state = tmp_path_factory.mktemp("device-state")
+    return Device(published, publisher_key=KEY.public_key(), state_dir=state)  # the root: through LATEST
 
 
 def test_device_loads_the_latest_round_without_the_model(device, published):
@@ -242,3 +255,96 @@ def test_recommend_from_a_read_history(device, tmp_path):
     recs = device.recommend(history, k=4, exclude=purchased)
     assert len(recs) == 4 and not {r.item_id for r in recs} & set(history)
     assert np.mean([r.category.startswith("Kitchen") for r in recs]) >= 0.75, recs
+
+
+# ---------------------------------------------------------------------------------------------- trust
+def republish(device: Device, root, rounds, key=KEY) -> None:
+    """Publish the device's artifact again as other rounds (signed by `key`): no model needed."""
+    art = device.artifact
+    for r in rounds:
+        write_artifact(
+            root,
+            round=r,
+            item_ids=art.item_ids,
+            item_vectors=art.item_rows(),
+            items=art.items,
+            trainable_state=art.trainable_state,
+            model_config=art.model_config,
+            info={"private": False},
+            signing_key=key,
+        )
+
+
+def test_a_rolled_back_latest_is_refused(device, tmp_path):
+    root, state = tmp_path / "index", tmp_path / "state"
+    republish(device, root, [1, 2, 3])
+    pinned = KEY.public_key()
+    assert Device(root, publisher_key=pinned, state_dir=state).artifact.round == 3
+    accepted = json.loads((state / STATE_FILE).read_text())
+    assert accepted == {key_id(KEY): {"round": 3, "version": accepted[key_id(KEY)]["version"]}}
+
+    (root / "LATEST").write_text("v0001\n")  # whoever can write the folder serves an older, signed round
+    with pytest.raises(ArtifactError, match="rollback refused: round 1 is older than round 3"):
+        Device(root, publisher_key=pinned, state_dir=state)
+    with pytest.raises(ArtifactError, match="rollback refused: round 2 is older than round 3"):
+        Device(root / "v0002", publisher_key=pinned, state_dir=state)
+    assert Device(root / "v0003", publisher_key=pinned, state_dir=state).artifact.round == 3  # same: fine
+    assert Device(root, publisher_key=pinned, state_dir=tmp_path / "new").artifact.round == 1  # a new device
+
+    other = generate_key()  # rounds are counted per publisher key
+    republish(device, tmp_path / "other", [1], key=other)
+    assert Device(tmp_path / "other", publisher_key=other.public_key(), state_dir=state).artifact.round == 1
+    assert set(json.loads((state / STATE_FILE).read_text())) == {key_id(KEY), key_id(other)}
+
+
+def test_an_unreadable_device_state_is_an_error_not_a_reset(device, published, tmp_path):
+    (tmp_path / STATE_FILE).write_text("{broken")
+    with pytest.raises(ValueError, match="device state is not valid JSON"):
+        Device(published, publisher_key=KEY.public_key(), state_dir=tmp_path)
+
+
+def test_a_forged_index_or_another_publisher_is_refused_on_the_device(device, tmp_path):
+    root = tmp_path / "index"
+    republish(device, root, [1])
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify"):
+        Device(root, publisher_key=generate_key().public_key(), state_dir=tmp_path / "state")
+
+    folder = root / "v0001"  # the reported attack: one item first for every user, sha256 list recomputed
+    rows = device.artifact.item_rows()
+    rows[5, -1] = 999_999.0
+    forged = faiss.IndexFlatIP(rows.shape[1])
+    forged.add(rows)
+    (folder / "index.faiss").write_bytes(bytes(faiss.serialize_index(forged)))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = (folder / "index.faiss").read_bytes()
+    manifest["files"]["index.faiss"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(ArtifactError, match="manifest.sig does not verify under the pinned publisher key"):
+        Device(root, publisher_key=KEY.public_key(), state_dir=tmp_path / "state")
+
+
+def test_publisher_key_file_given_or_from_the_run_folder(published, tmp_path):
+    run_key = published.parent / "server" / "publisher.pub"
+    assert publisher_key_file(published / "v0001") == run_key
+    assert publisher_key_file(published) == run_key
+    mine = save_public_key(generate_key(), tmp_path / "mine.pub")
+    assert publisher_key_file(published, mine) == mine  # given: wins over the run folder's
+    with pytest.raises(FileNotFoundError, match="pass the publisher's public key"):
+        publisher_key_file(tmp_path / "index" / "v0001")
+    with pytest.raises(FileNotFoundError, match="absent.pub does not exist$"):
+        publisher_key_file(published, tmp_path / "absent.pub")
+
+
+def test_command_line_pins_the_run_key_or_the_given_one(device, published, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default device state: ~/.fedrec/device
+    assert main(["search", "espresso coffee grinder", "--artifact", str(published), "-k", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert [r["category"] for r in json.loads(out.out)][0] == "Kitchen > Coffee"
+    run_key = published.parent / "server" / "publisher.pub"
+    assert out.err.startswith(f"pinned publisher key {run_key} (id {key_id(KEY)[:16]}, the run folder's own")
+    assert (tmp_path / ".fedrec" / "device" / STATE_FILE).exists()
+
+    stranger = save_public_key(generate_key(), tmp_path / "stranger.pub")
+    argv = ["recommend", "--artifact", str(published / "v0001"), "--history", "i000,i001"]
+    assert main([*argv, "--publisher-key", str(stranger)]) == 2
+    assert "manifest.sig does not verify under the pinned publisher key" in capsys.readouterr().err

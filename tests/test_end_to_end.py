@@ -15,6 +15,8 @@ from client.device import Device
 from shared.artifact import load_artifact
 from shared.ledger import Ledger
 from shared.privacy import epsilon
+from shared.run_record import RUN_RECORD, RunRecord
+from shared.signing import run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
@@ -23,7 +25,7 @@ from simulations.shop import ShopConfig, write_shop
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     catalogue, events = write_shop(root / "data", ShopConfig(n_items=120, n_users=80, seed=5))
-    q = 1 / 5  # 40 users per client, batches of 8
+    q = 1 / 7  # 40 users per client declare a population of 50 (the driver's rounding): 1/⌈50/8⌉
     cap = (epsilon([(1.2, q, 4)], 1e-5) + epsilon([(1.2, q, 6)], 1e-5)) / 2
     summary = simulate(
         root / "run",
@@ -35,6 +37,7 @@ def run(tmp_path_factory):
             "local-steps": 2,
             "batch-size": 8,
             "noise-multiplier": 1.2,
+            "target-epsilon": 0.0,  # σ fixed, so the cap (not the calibration) decides round 3
             "epsilon-cap": cap,
         },
     )
@@ -52,22 +55,28 @@ def test_summary_has_metrics_baselines_and_composed_epsilon(run):
     assert set(summary["epsilon"]) == {"client-0", "client-1"}
     users = summary["data"]["users_per_client"]
     assert users == [40, 40]
-    for i, n in enumerate(users):
-        q = min(8, n) / n
+    for i in range(len(users)):
+        q = 1 / 7  # from the declared population, never the real count
         # ε is composed over BOTH rounds' steps, not the last round's
         expected = epsilon([(1.2, q, 4)], 1e-5)
         assert summary["epsilon"][f"client-{i}"] == pytest.approx(expected, rel=1e-6)
         assert summary["epsilon"][f"client-{i}"] > epsilon([(1.2, q, 2)], 1e-5)
 
 
-def test_rounds_are_logged(run):
-    out, _ = run
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [line["round"] for line in lines] == [0, 1, 2, 3]
-    assert lines[1]["federated_eval"]["test-recall@10"] >= 0.0
-    assert set(lines[2]["epsilon"]) == {"client-0", "client-1"}
-    assert lines[2]["skipped"] == [] and lines[3]["epsilon"] == {}
-    assert len(lines[3]["skipped"]) == 2 and all("privacy budget" in r for r in lines[3]["skipped"])
+def test_rounds_are_recorded(run):
+    out, summary = run
+    record = RunRecord.load(out / RUN_RECORD)
+    assert not (out / "metrics.jsonl").exists() and not (out / "server.json").exists()
+    assert str(record.artifact_path(out)) == summary["artifact"] and record.artifact == "index/v0003"
+    assert record.privacy.epsilon == summary["epsilon"] and record.privacy.private is True
+    rounds = record.rounds
+    assert [r.round for r in rounds] == [0, 1, 2, 3]
+    assert rounds[0].central_eval["test-recall@10"] == summary["baselines"]["zero_shot"]["recall@10"]
+    assert rounds[3].central_eval["test-recall@10"] == summary["recall@10"]
+    assert rounds[1].federated_eval is None  # a private run's clients release no per-client metrics
+    assert set(rounds[2].epsilon) == {"client-0", "client-1"}
+    assert rounds[2].skipped == [] and rounds[3].epsilon == {}
+    assert len(rounds[3].skipped) == 2 and all("privacy budget" in r for r in rounds[3].skipped)
 
 
 def test_ledgers_hold_two_releases_and_the_audit_passes(run, capsys):
@@ -85,9 +94,11 @@ def test_ledgers_hold_two_releases_and_the_audit_passes(run, capsys):
 
 def test_published_index_verifies_and_serves_a_device(run):
     out, summary = run
-    art = load_artifact(summary["artifact"])
+    art = load_artifact(summary["artifact"], public_key=run_public_key(summary["artifact"]))
     assert art.manifest["round"] == 3 and art.manifest["info"]["privacy"]["private"] is True
-    device = Device(summary["artifact"])
+    device = Device(
+        summary["artifact"], publisher_key=run_public_key(summary["artifact"]), state_dir=out / "device"
+    )
     history = list(art.item_ids[:3])
     recs = device.recommend(history, k=5, exclude=[art.item_ids[3]])
     assert len(recs) == 5 and not {r.item_id for r in recs} & set(art.item_ids[:4])

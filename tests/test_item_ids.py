@@ -82,6 +82,7 @@ def test_published_index_and_device_rank_as_the_model_does(tmp_path, tiny_id_mod
     from client.device import Device
     from server.publish import publish
     from shared.schema import item_texts
+    from shared.signing import generate_key
     from tests.conftest import TEXTS
 
     model = copy.deepcopy(tiny_id_model)
@@ -100,8 +101,11 @@ def test_published_index_and_device_rank_as_the_model_does(tmp_path, tiny_id_mod
             "description": "",
         }
     )
-    root = publish(model, catalogue, tmp_path / "index", server_round=1, info={"private": False})
-    device = Device(root)
+    key = generate_key()
+    root = publish(
+        model, catalogue, tmp_path / "index", server_round=1, info={"private": False}, signing_key=key
+    )
+    device = Device(root, publisher_key=key.public_key(), state_dir=tmp_path / "device")
     space = model.item_space(model.encode_texts(item_texts(catalogue)))
     np.testing.assert_allclose(device.artifact.item_vectors(), space, atol=1e-5)
     history = histories[0][:3]

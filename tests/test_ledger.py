@@ -192,3 +192,135 @@ def test_concurrent_appenders_cannot_pass_the_cap_together(tmp_path):
         outcomes = pool.starmap(_append_one, [(str(path), r, cap) for r in range(1, 5)])
     assert sorted(outcomes) == ["ok", "ok", "refused", "refused"]
     assert Ledger(path).epsilon(DELTA)[0] == pytest.approx(two) and two <= cap
+
+
+# Repairs: a crash mid-append leaves a torn last line; `Ledger.repair` moves it aside, chained and audited.
+
+TORN = b'{"accountant":"prv","client":"client-0","delta":1e-05,"epsilon_cap":null,"epsilon_p'
+
+
+def _aside_files(folder) -> list:
+    return sorted(folder.glob("*.torn-*"))
+
+
+@pytest.mark.parametrize("torn", [TORN, b"x" * 2000], ids=["short", "longer-than-the-record"])
+def test_torn_last_line_is_repaired_and_the_client_goes_on(three, tmp_path, torn):
+    path, releases = three
+    ledger = Ledger(path)
+    spent = ledger.epsilon(DELTA)
+    with path.open("ab") as f:
+        f.write(torn)  # the crash: an append cut short
+    with pytest.raises(LedgerError, match="no newline"):
+        ledger.append("client-0", 4, ROUNDS[3][1], ROUNDS[3][0], Q, 1.0, DELTA)
+
+    repair = ledger.repair()
+    assert repair is not None and repair.kind == "repair"
+    assert (repair.torn_bytes, repair.torn_sha256) == (len(torn), sha256(torn))
+    (aside,) = _aside_files(path.parent)
+    assert aside.name == repair.moved_to and aside.read_bytes() == torn  # byte for byte
+    assert aside.stat().st_mode & 0o777 == 0o600
+    ok, message = verify(path)
+    assert ok and "1 repair" in message, message
+    records = ledger.records()
+    assert [r["kind"] for r in records] == ["release"] * 3 + ["repair"]
+    lines = path.read_bytes().split(b"\n")
+    assert records[3]["seq"] == 3 and records[3]["prev_hash"] == sha256(lines[2]) and lines[-1] == b""
+    assert records[3]["torn_sha256"] == sha256(torn) and records[3]["moved_to"] == aside.name
+    assert ledger.epsilon(DELTA) == spent  # a repair spends nothing
+    assert ledger.releases() == releases and ledger.head() == (4, sha256(lines[3]))
+
+    resumed = ledger.append("client-0", 4, ROUNDS[3][1], ROUNDS[3][0], Q, 1.0, DELTA)
+    assert resumed == write(Ledger(tmp_path / "never-torn.jsonl"))[3]  # same ε as a ledger never torn
+    assert ledger.receipt("", 4) == (4, sha256(path.read_bytes().split(b"\n")[4]))
+    assert verify(path)[0] and [r.round for r in ledger.releases()] == [1, 2, 3, 4]
+
+
+def test_torn_first_line_is_repaired(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_bytes(TORN)
+    ledger = Ledger(path)
+    assert ledger.repair(reason="crash while recording round 1") is not None
+    assert [r["kind"] for r in ledger.records()] == ["repair"]
+    assert ledger.records()[0]["reason"] == "crash while recording round 1" and ledger.history() == []
+    assert (
+        ledger.append("client-0", 1, 10, 1.0, Q, 1.0, DELTA) == write(Ledger(tmp_path / "b"), ROUNDS[:1])[0]
+    )
+
+
+def test_repair_of_an_intact_or_missing_ledger_does_nothing(three, tmp_path):
+    path, _ = three
+    before = path.read_bytes()
+    assert Ledger(path).repair() is None
+    assert path.read_bytes() == before and not _aside_files(path.parent)
+    assert Ledger(tmp_path / "none.jsonl").repair() is None and not (tmp_path / "none.jsonl").exists()
+
+
+@pytest.mark.parametrize("torn", [b"", TORN], ids=["no-torn-line", "with-torn-line"])
+def test_repair_refuses_a_broken_chain(three, torn):
+    path, _ = three
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[2] + torn)  # line 2 removed: evidence, not a torn line
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match=r":2:.*not repaired"):
+        Ledger(path).repair()
+    assert path.read_bytes() == before and not _aside_files(path.parent)
+
+
+def test_repair_needs_a_reason(three):
+    path, _ = three
+    with pytest.raises(LedgerError, match="reason"):
+        Ledger(path).repair(reason=" ")
+
+
+def _rehash(line: bytes, **changes) -> bytes:
+    rec = {**json.loads(line), **changes}
+    body = {k: v for k, v in rec.items() if k != "hash"}
+    rec["hash"] = sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_editing_or_removing_a_repair_record_breaks_the_chain(three):
+    path, _ = three
+    with path.open("ab") as f:
+        f.write(TORN)
+    Ledger(path).repair()
+    Ledger(path).append("client-0", 4, 10, 1.0, Q, 1.0, DELTA)
+    good = path.read_bytes()
+    lines = good.split(b"\n")
+    assert json.loads(lines[3])["kind"] == "repair"
+    tampered = {
+        "removed": lines[:3] + lines[4:],
+        "edited": lines[:3] + [lines[3].replace(b"torn last line", b"nothing at all")] + lines[4:],
+        "edited and rehashed": lines[:3] + [_rehash(lines[3], torn_bytes=1)] + lines[4:],
+        "made a release": lines[:3] + [_rehash(lines[3], kind="release")] + lines[4:],
+    }
+    for what, new in tampered.items():
+        path.write_bytes(b"\n".join(new))
+        ok, message = verify(path)
+        assert not ok and (":4:" in message or ":5:" in message), (what, message)
+    path.write_bytes(good)
+    assert verify(path)[0]
+
+
+def test_cli_ledger_repair_exit_codes(three, capsys):
+    from fedrec.cli import main
+
+    path, _ = three
+    assert main(["ledger", "repair", str(path)]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+    with path.open("ab") as f:
+        f.write(TORN)
+    assert main(["ledger", "repair", str(path), "--reason", "power cut"]) == 0
+    out = capsys.readouterr().out
+    (aside,) = _aside_files(path.parent)
+    assert (
+        str(aside) in out
+        and sha256(TORN) in out
+        and f"head: 4 line(s), last line sha256 {Ledger(path).head()[1]}" in out
+    )
+    assert Ledger(path).records()[-1]["reason"] == "power cut"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[1] + lines[2] + TORN)  # first line removed: broken beyond a torn line
+    assert main(["ledger", "repair", str(path)]) == 1
+    assert "not repaired" in capsys.readouterr().err
+    assert main(["ledger", "repair", str(path.parent / "missing.jsonl")]) == 2

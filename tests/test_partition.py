@@ -89,6 +89,9 @@ def test_user_scheme_gives_one_user_per_client(shop, users, num_clients):
         ({"num_clients": 5, "scheme": "user"}, "number of users"),
         ({"num_clients": 201}, "only 200 users"),
         ({"num_clients": 3, "scheme": "dirichlet", "alpha": 0.0}, "alpha must be positive"),
+        ({"num_clients": 3, "scheme": "sizes", "sizes": [50]}, "needs 2 positive sizes"),
+        ({"num_clients": 2, "scheme": "sizes", "sizes": [200]}, "the last client takes the rest"),
+        ({"num_clients": 2, "scheme": "sizes", "sizes": [0]}, "positive sizes"),
     ],
 )
 def test_bad_arguments_are_rejected(shop, kwargs, message):
@@ -97,7 +100,14 @@ def test_bad_arguments_are_rejected(shop, kwargs, message):
 
 
 def test_scheme_names():
-    assert SCHEMES == ("iid", "dirichlet", "user")
+    assert SCHEMES == ("iid", "dirichlet", "user", "sizes")
+
+
+def test_sizes_gives_unequal_partners_and_the_last_takes_the_rest(shop, users):
+    parts = partition_users(*shop, num_clients=3, scheme="sizes", sizes=[5, 50])
+    assert [len(p) for p in parts] == [5, 50, len(users) - 55]
+    flat = [user for part in parts for user in part]
+    assert sorted(flat) == users and len(set(flat)) == len(users)
 
 
 def test_written_partitions_hold_each_users_logs_exactly_once(tmp_path, shop):

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import PrivacyConfig, RdpAccountant
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
-from flwr.supercore.task_identity import TaskIdentity
 
 from audit.ledgers import main as audit_main
 from client.app import train
@@ -27,7 +27,9 @@ from shared.artifact import load_artifact
 from shared.config import RunConfig
 from shared.ledger import Ledger
 from shared.model import Recommender
+from shared.run_record import RUN_RECORD, RunRecord
 from shared.schema import load_catalogue
+from shared.signing import run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
@@ -54,21 +56,14 @@ def _simulate(shop, out, overrides):
     return simulate(out, num_clients=2, catalogue=str(catalogue), events=str(events), overrides=overrides)
 
 
-@pytest.fixture
-def task_identity():
-    """Messages are made inside a Flower task; outside one, give the process a task identity."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
-
-
 def test_secagg_aggregate_equals_plain_fedavg_up_to_quantization(shop, tmp_path, task_identity):
     summary = _simulate(
         shop, tmp_path / "run", {**BASE, "num-server-rounds": 1, "private": False, "secure-aggregation": True}
     )
     assert summary["secure_aggregation"] is True and summary["label"] == "NON-PRIVATE + SecAgg+"
-    published = load_artifact(summary["artifact"]).trainable_state
+    published = load_artifact(
+        summary["artifact"], public_key=run_public_key(summary["artifact"])
+    ).trainable_state
 
     # Recompute each client's round-1 update in this process, from the same global model and seeds.
     cfg = RunConfig.from_flower({k: v for k, v in summary["config"].items() if k != "num-clients"})
@@ -130,10 +125,12 @@ def test_client_level_epsilon_is_flowers_accountant_over_the_releases(everything
 
 def test_client_level_cap_stops_before_round_three(everything):
     out, summary, _ = everything
-    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
-    assert [r["stopped"] for r in rounds[1:3]] == [None, None]
-    assert "client-level privacy budget" in rounds[3]["stopped"]
-    assert rounds[3]["client_level_epsilon"] == rounds[2]["client_level_epsilon"]
+    record = RunRecord.load(out / RUN_RECORD)
+    rounds = record.rounds
+    assert [r.stopped for r in rounds[1:3]] == [None, None]
+    assert "client-level privacy budget" in rounds[3].stopped
+    assert rounds[3].client_level_epsilon == rounds[2].client_level_epsilon
+    assert asdict(record.privacy.client_level) == summary["client_level"]
     assert summary["client_level"]["epsilon"] <= summary["client_level"]["epsilon_cap"]
     for i in range(2):  # users' ledgers: two rounds each, composed as usual
         assert [

@@ -10,7 +10,6 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from server.release_book import ReleaseBook
 from server.strategy import AdapterGuard
@@ -18,14 +17,7 @@ from shared.adapters import WEIGHT
 from shared.receipts import Receipts
 from shared.report import PrivacyReport
 
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Messages are made inside a Flower task; outside one, give the process a task identity."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 EXPECTED = {"user_head.1.weight": (2, 2), "x.lora_B.default.weight": (3,)}
