@@ -113,7 +113,13 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> RunRecord:
             min_available_nodes=cfg.min_clients,
             weighted_by_key=WEIGHT,  # equal, public weights: FedAvg by counts would need a DP count
         )
-        book = AdapterGuard(client_dp.wrap(fedavg) if client_dp else fedavg, expected, releases, client_dp)
+        book = AdapterGuard(
+            client_dp.wrap(fedavg) if client_dp else fedavg,
+            expected,
+            releases,
+            client_dp,
+            cfg.max_update_norm,
+        )
         result = book.start(
             grid=grid, initial_arrays=initial, num_rounds=cfg.num_server_rounds, evaluate_fn=evaluator
         )

@@ -10,7 +10,9 @@ plain FedAvg to within `quantization_error()` per coordinate. Clients are weight
 (weight 1), as client-level DP needs anyway. With client-level DP, clipping must happen at the
 clients (the server never sees one update), and Flower's legacy client-side DP wrapper adds the noise.
 This module does the accounting per released round, with the same accountant and ledger as the
-message-API path. Federated evaluation is off in this mode; central evaluation (simulation) runs.
+message-API path. One update cannot be checked here (the server never sees it), so the unmasked sum
+is: an aggregate with the wrong shapes or a non-finite value is refused and the previous global model
+kept. Federated evaluation is off in this mode; central evaluation (simulation) runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
@@ -52,6 +55,7 @@ class SecureRecorder(Strategy):
     strategy: Strategy
     book: ReleaseBook
     client_dp: ClientLevelDP | None = None
+    shapes: list[tuple[int, ...]] | None = None  # the adapters' shapes, in the order of the unnamed list
     refused: dict[int, list[str]] = field(default_factory=dict)
     skipped: dict[int, list[str]] = field(default_factory=dict)
     stopped: dict[int, str] = field(default_factory=dict)
@@ -85,9 +89,22 @@ class SecureRecorder(Strategy):
                 self.refused.setdefault(server_round, []).append(f"privacy report: {err}")
         parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
         if parameters is not None and self.client_dp:
-            self.client_dp.compose(server_round)
+            self.client_dp.compose(server_round)  # the server saw this release, even if it is refused below
+        problem = None if parameters is None else self.check_aggregate(parameters)
+        if problem:
+            reason = f"aggregate refused, previous global kept: {problem}"
+            self.refused.setdefault(server_round, []).append(reason)
+            parameters = None  # Flower's fit workflow then keeps the previous global model
         self.train_metrics[server_round] = {k: float(v) for k, v in metrics.items()}
         return parameters, metrics
+
+    def check_aggregate(self, parameters: Parameters) -> str | None:
+        """What is wrong with the unmasked aggregate (shapes, non-finite values), or None if nothing."""
+        arrays = parameters_to_ndarrays(parameters)
+        if self.shapes is not None and [a.shape for a in arrays] != self.shapes:
+            return f"shapes {[a.shape for a in arrays][:3]}... != the adapters' {self.shapes[:3]}..."
+        bad = [i for i, a in enumerate(arrays) if not np.isfinite(a).all()]
+        return f"non-finite values (NaN or inf) in tensor(s) {bad[:3]}" if bad else None
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: ClientManager):
         return self.strategy.configure_evaluate(server_round, parameters, client_manager)
@@ -149,7 +166,7 @@ def run_secure(
         strategy = DifferentialPrivacyClientSideFixedClipping(
             strategy, client_dp.sigma, client_dp.clipping_norm, n
         )
-    recorder = SecureRecorder(strategy, book, client_dp)
+    recorder = SecureRecorder(strategy, book, client_dp, [tuple(initial[k].shape) for k in names])
     legacy = LegacyContext(
         context=context, config=ServerConfig(num_rounds=cfg.num_server_rounds), strategy=recorder
     )

@@ -73,6 +73,10 @@ BAD = [
     ("client-epsilon-cap", INF, "a finite number >= 0 (0 = no cap)"),
     ("client-noise-multiplier", False, "a finite number >= 0 (0 = off)"),
     ("learning-rate", 10**400, FINITE_POSITIVE),  # an int too large for a float
+    ("max-update-norm", 0, FINITE_POSITIVE),  # 0 would refuse every update, not turn the bound off
+    ("max-update-norm", -1, FINITE_POSITIVE),
+    ("max-update-norm", NAN, FINITE_POSITIVE),
+    ("max-update-norm", "inf", FINITE_POSITIVE),
     ("private", "maybe", "true or false (or yes/no, 1/0)"),
     ("private", 2, "true or false"),
     ("private", 1.0, "true or false"),
@@ -100,6 +104,7 @@ GOOD = [
     ({"noise-multiplier": 0, "epsilon-cap": 0, "target-epsilon": "0"}, {"noise_multiplier": 0.0}),
     ({"client-noise-multiplier": 0.0, "client-epsilon-cap": 0.0}, {"client_level_dp": False}),
     ({"max-grad-norm": 1e-6, "learning-rate": "5e-4"}, {"max_grad_norm": 1e-6, "learning_rate": 5e-4}),
+    ({"max-update-norm": "250"}, {"max_update_norm": 250.0}),
     ({"lora-rank": 0, "item-id-rank": 0}, {"lora_rank": 0}),
     ({"num-negatives": 0, "hard-negatives": 0}, {"num_negatives": 0, "hard_negatives": 0}),
     ({"num-negatives": 5, "hard-negatives": 5}, {"hard_negatives": 5}),
