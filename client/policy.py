@@ -91,10 +91,10 @@ def terms(cfg: RunConfig, policy: PartnerPolicy) -> Terms:
         raise Refusal("the partner requires private training but the run config asks for reproducible noise")
     if cfg.private and cfg.delta > policy.max_delta:
         raise Refusal(f"run config δ={cfg.delta:g} is above the partner's max-delta {policy.max_delta:g}")
-    target = cfg.target_epsilon
-    if policy.max_epsilon < math.inf:
-        target = min(target, policy.max_epsilon) if target > 0 else 0.0
     caps = [c for c in (cfg.epsilon_cap, policy.max_epsilon) if 0 < c < math.inf]
+    # a calibrated σ aims at the tightest of target and caps: a cap below the target would otherwise
+    # refuse every round (each one calibrated to spend more than the cap allows)
+    target = min([cfg.target_epsilon, *caps]) if cfg.target_epsilon > 0 else 0.0
     return Terms(
         private=cfg.private,
         reproducible=cfg.reproducible_noise,

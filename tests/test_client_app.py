@@ -21,6 +21,7 @@ from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddic
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.app import BUDGET_EXHAUSTED, TERMS_REFUSED, make_app
+from client.policy import PartnerPolicy, terms
 from shared.adapters import ADAPTER_NAMES, WEIGHT, to_record
 from shared.config import RunConfig
 from shared.ledger import Ledger
@@ -210,3 +211,19 @@ def test_a_fifty_user_partner_at_default_settings_ends_within_the_default_target
         assert report.sample_rate == 1.0 and report.target_epsilon == 8.0 and report.epsilon_cap == 10.0
     spent = Ledger(tmp_path / "partner-0" / "privacy-ledger.jsonl").epsilon(1e-5)[0]
     assert 7.5 < spent <= 8.0 and report.epsilon_prv == pytest.approx(spent)
+
+
+@pytest.mark.parametrize(
+    "run, node, target",
+    [
+        ({}, {}, 8.0),  # the defaults: target 8 under cap 10
+        ({"epsilon-cap": 3.0}, {}, 3.0),  # a run-config cap below the target: calibrate to the cap
+        ({}, {"max-epsilon": 2.5}, 2.5),  # the partner's own ceiling wins
+        ({"target-epsilon": 0.0, "epsilon-cap": 3.0}, {}, 0.0),  # fixed σ stays fixed; the cap refuses
+    ],
+)
+def test_calibration_aims_at_the_tightest_of_target_and_caps(run, node, target):
+    cfg = RunConfig.from_flower(run)
+    agreed = terms(cfg, PartnerPolicy.from_node_config({"population": 100, **node}))
+    assert agreed.target_epsilon == target
+    assert agreed.epsilon_cap == min(c for c in (cfg.epsilon_cap, node.get("max-epsilon", 99)) if c > 0)
