@@ -96,6 +96,7 @@ def test_published_index_verifies_and_serves_a_device(run):
     out, summary = run
     art = load_artifact(summary["artifact"], public_key=run_public_key(summary["artifact"]))
     assert art.manifest["round"] == 3 and art.manifest["info"]["privacy"]["private"] is True
+    assert str(out) not in (art.path / "manifest.json").read_text()  # no server paths are published
     device = Device(
         summary["artifact"], publisher_key=run_public_key(summary["artifact"]), state_dir=out / "device"
     )
