@@ -15,10 +15,10 @@ its accountant's ε, a broken one is flagged when x exceeds it. With m = 2,000 a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from shared.durable import write_bytes, write_json
 from simulations.canary_audit import AUDIT_TARGET_EPSILON, canary_audit, describe
 from simulations.shop import ShopConfig
 
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "rows": records,
     }
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / f"{name}.md").write_text(report(payload))
+    write_json(out / f"{name}.json", payload)
+    write_bytes(out / f"{name}.md", report(payload).encode("utf-8"))
     print(f"wrote {out / name}.md and .json")
     return 0
 
@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
 def report(payload: dict) -> str:
     rows = payload["rows"]
     first = rows[0]
+    guesses = first["attacks"][0]["guesses"]
     lines = [
         "# One-run canary audit (Steinke, Nasr & Jagielski 2023)",
         "",
         f"`{payload['command']}` ({payload['date']}). Partner 0 of the embedded shop, {first['users']} users"
         f" (declared population {first['population']}, q = {first['sample_rate']:.4f}),"
-        f" {first['steps']} DP-SGD steps, {first['canaries']} canaries ({first['canaries'] // 4} guessed),"
+        f" {first['steps']} DP-SGD steps, {first['canaries']} canaries ({guesses} guessed),"
         f" δ = {first['delta']:g}, 95 % confidence, PRV accountant.",
         "",
         f"Threat model: {first['threat_model']}.",

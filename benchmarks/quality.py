@@ -283,9 +283,7 @@ def run_federated(
         "privacy": privacy,
         "federated_eval_final": record.rounds[-1].federated_eval,
         "run_dir": str(run_dir),
-        "run_config": {
-            k: v for k, v in cfg.to_flower().items() if k not in ("run-dir", "catalogue", "central-eval")
-        },
+        "run_config": cfg.without_paths(),
     }
 
 

@@ -6,12 +6,14 @@ index is searched here. Text search runs the item tower (MiniLM + the published 
 
 Trust: the device pins its publisher's public key (shared/signing.py) and loads only an artifact signed
 by it (shared/artifact.py). It also remembers, per publisher key, the newest round it accepted, in
-`<state_dir>/accepted.json` (default `~/.fedrec/device`), and refuses an older round: a rolled-back
-`LATEST` or a stale copy would otherwise serve an older, validly signed model.
+`<state_dir>/accepted.json` (default `~/.fedrec/device`, written durably by shared/durable.py), and
+refuses an older round: a rolled-back `LATEST` or a stale copy would otherwise serve an older, validly
+signed model.
 
 Inputs are checked before anything is loaded (`check_k`, `clean_query`, with shared/schema.py's query
-limit). A history file is read by its content, its events checked against shared/schema.py's event names;
-a defect in it is that module's SchemaError, naming the file, row and column.
+limit). A history file is read by its content, its cells by shared/schema.py's rule for text (a Parquet
+1.0 is "1"), its events checked against that module's event names; a defect in it is that module's
+SchemaError, naming the file, row and column, with the value quoted as shared/messages.py does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from shared.artifact import LATEST_FILE, Artifact, ArtifactError, latest, load_artifact
+from shared.durable import write_bytes
+from shared.messages import shown
 from shared.model import ModelConfig, Recommender
-from shared.schema import EVENT_TYPES, MAX_QUERY_CHARS, SchemaError
+from shared.schema import EVENT_TYPES, MAX_QUERY_CHARS, SchemaError, cell_text
 from shared.sequences import ENGAGEMENT
 from shared.signing import PublicKeyLike, run_public_key
 
@@ -181,9 +184,7 @@ def accept_round(state_dir: Path, artifact: Artifact) -> None:
     if artifact.round > newest:
         accepted[key] = {"round": artifact.round, "version": artifact.version}
         state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = state_dir / f".{STATE_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(accepted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, state_file)
+        write_bytes(state_file, (json.dumps(accepted, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _read_state(state_file: Path) -> dict[str, dict]:
@@ -297,7 +298,7 @@ def _from_table(table: pd.DataFrame, name: str) -> tuple[list[str], set[str]]:
     events = _texts(table["event"], name, "event")
     for row, event in enumerate(events):
         if event not in EVENT_TYPES:
-            message = f"unknown event {_shown(event)}; expected one of {', '.join(EVENT_TYPES)}"
+            message = f"unknown event {shown(event)}; expected one of {', '.join(EVENT_TYPES)}"
             raise SchemaError(name, message, row=row + 1, column="event")
     history = list(dict.fromkeys(ids[row] for row in order if events[row] in ENGAGEMENT))
     return history, {item_id for item_id, event in zip(ids, events, strict=True) if event == "purchase"}
@@ -307,18 +308,12 @@ def _texts(values: pd.Series, name: str, column: str) -> list[str]:
     """Cells as stripped text ("" when missing); a Parquet whole number 1.0 is "1", as in a CSV."""
     texts = []
     for row, value in enumerate(values.tolist()):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            texts.append("")
-        elif isinstance(value, str):
-            texts.append(value.strip())
-        elif isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
-            texts.append(str(int(value)))
-        elif isinstance(value, float | np.floating) and float(value).is_integer():
-            texts.append(str(int(value)))
-        else:
+        text = None if isinstance(value, bytes) else cell_text(value, whole=True)  # the loaders' rule
+        if text is None:
             raise SchemaError(
-                name, f"is not text or a whole number: {_shown(value)}", row=row + 1, column=column
+                name, f"is not text or a whole number: {shown(value)}", row=row + 1, column=column
             )
+        texts.append(text.strip())
     return texts
 
 
@@ -335,12 +330,6 @@ def _parse_times(values: pd.Series, name: str) -> pd.Series:
         parsed = seconds.where(digits, iso)
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        message = f"timestamp {_shown(values.iloc[row])} is not epoch seconds or ISO-8601"
+        message = f"timestamp {shown(values.iloc[row])} is not epoch seconds or ISO-8601"
         raise SchemaError(name, message, row=row + 1, column="timestamp")
     return parsed.reset_index(drop=True)
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """A value for an error message: repr (control characters escaped), shortened."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

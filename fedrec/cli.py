@@ -203,6 +203,15 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publisher_key_option(parser: argparse.ArgumentParser) -> None:
+    """--publisher-key, for the commands that load a published artifact."""
+    parser.add_argument(
+        "--publisher-key",
+        metavar="FILE",
+        help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedrec", description="Federated, differentially private recommender"
@@ -236,11 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history", required=True, help="comma-separated item ids, or a file of them / of events"
     )
     rec.add_argument("--exclude", nargs="*", help="item ids never to recommend (e.g. already purchased)")
-    rec.add_argument(
-        "--publisher-key",
-        metavar="FILE",
-        help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
-    )
+    _publisher_key_option(rec)
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=cmd_recommend)
@@ -248,11 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="on-device product search in a published index")
     search.add_argument("query")
     search.add_argument("--artifact", required=True)
-    search.add_argument(
-        "--publisher-key",
-        metavar="FILE",
-        help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
-    )
+    _publisher_key_option(search)
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)

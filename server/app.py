@@ -134,7 +134,7 @@ def run_federation(grid: Grid, cfg: RunConfig, context: Context) -> RunRecord:
         catalogue,
         run_dir / "index",
         cfg.num_server_rounds,
-        info={"privacy": asdict(privacy), "config": _public_config(cfg)},
+        info={"privacy": asdict(privacy), "config": cfg.without_paths()},  # no server paths published
         cache_dir=run_dir / "cache",
         signing_key=signing_key,
     )
@@ -175,15 +175,6 @@ def _client_level_epsilon(client_dp: ClientLevelDP | None, server_round: int) ->
 
 def _plain(record: MetricRecord | None) -> dict[str, float] | None:
     return None if record is None else {k: float(v) for k, v in record.items()}
-
-
-# The server's own file paths: meaningless to a device and they describe the server's machine.
-LOCAL_PATH_KEYS = ("run-dir", "catalogue", "central-eval")
-
-
-def _public_config(cfg: RunConfig) -> dict[str, Any]:
-    """The run config as published in the manifest, without the server's local paths."""
-    return {k: v for k, v in cfg.to_flower().items() if k not in LOCAL_PATH_KEYS}
 
 
 def make_app(overrides: dict[str, Any] | None = None) -> ServerApp:

@@ -94,11 +94,11 @@ class AdapterGuard(Strategy):
     def check_update(self, server_round: int, record: ArrayRecord) -> None:
         """Names and shapes (no tensor but the expected adapters), dtype, finiteness, then the update norm
         against this round's global: AdapterLeakError or ValueError with what failed."""
-        from_record(record, self.expected)
-        for name, array in record.items():
+        tensors = from_record(record, self.expected)
+        for name, array in record.items():  # the record's own dtype: from_record converts to float32
             if array.dtype != "float32":
                 raise ValueError(f"{name}: dtype {array.dtype} != float32")
-        values = {name: array.numpy() for name, array in record.items()}
+        values = {name: tensor.numpy() for name, tensor in tensors.items()}
         for name, value in values.items():
             if not np.isfinite(value).all():
                 raise ValueError(f"{name}: non-finite values (NaN or inf)")

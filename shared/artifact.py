@@ -64,8 +64,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from shared import signing
+from shared.durable import write_bytes
 from shared.encoder import HIDDEN_SIZE, WEIGHTS_SHA256
-from shared.model import ModelConfig
+from shared.model import MAX_HISTORY_LENGTH, ModelConfig
 from shared.signing import SIGNATURE_BYTES, PrivateKeyLike, PublicKeyLike
 
 FORMAT_VERSION = 2  # 2: manifest.sig + publisher_key_id; 1 (unsigned) is refused
@@ -96,7 +97,7 @@ MODEL_INTS = {
     "lora_alpha": (0, 4 * HIDDEN_SIZE),
     "init_seed": (0, 2**63 - 1),
     "max_length": (1, ENCODER_POSITIONS),
-    "history_length": (1, 1000),
+    "history_length": (1, MAX_HISTORY_LENGTH),
     "head_rank": (1, HIDDEN_SIZE),
     "item_id_rank": (0, HIDDEN_SIZE),
 }
@@ -300,10 +301,7 @@ def _library_versions() -> dict[str, str | None]:
 
 def _update_latest(root: Path) -> None:
     """LATEST names the highest published round (so republishing an old round never rolls it back)."""
-    rounds = _published(root)
-    tmp = root / f".{LATEST_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(rounds[-1][1].name + "\n")
-    os.replace(tmp, root / LATEST_FILE)
+    write_bytes(root / LATEST_FILE, (_published(root)[-1][1].name + "\n").encode("utf-8"))
 
 
 def _published(root: Path) -> list[tuple[int, Path]]:

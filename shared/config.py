@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from typing import Any, get_type_hints
 
-from shared.model import ModelConfig
+from shared.messages import shown
+from shared.model import HIDDEN_SIZE, MAX_HISTORY_LENGTH, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ AT_LEAST_0 = Range(low=0)  # a rank or a number of negatives: 0 turns the featur
 POSITIVE = Range(low=0, open_low=True)  # a learning rate or a clipping norm
 NOISE = Range(low=0, note="0 = no noise")
 NO_CAP = Range(low=0, note="0 = no cap")
+
+
+LOCAL_PATH_KEYS = ("run-dir", "catalogue", "central-eval")  # where files are on one machine, not settings
 
 
 def ranged(default: Any, allowed: Range) -> Any:
@@ -96,12 +100,12 @@ class RunConfig:
     max_update_norm: float = ranged(1000.0, POSITIVE)
     secure_aggregation: bool = False  # Flower SecAgg+: the server only ever sees the sum of the updates
     # upper bounds as the artifact's (shared/artifact.py): a run must not train what it cannot publish
-    lora_rank: int = ranged(4, Range(0, 384, note="0 = frozen text tower"))
+    lora_rank: int = ranged(4, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
     # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
-    item_id_rank: int = ranged(0, Range(0, 384, note="0 = off"))
+    item_id_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = off"))
     num_negatives: int = ranged(1, AT_LEAST_0)
     hard_negatives: int = ranged(1, AT_LEAST_0)  # some of the num-negatives: at most that many
-    history_length: int = ranged(20, Range(1, 1000))
+    history_length: int = ranged(20, Range(1, MAX_HISTORY_LENGTH))
     # next-item positions of a user's sequence averaged into its one DP example
     positions_per_user: int = ranged(1, COUNT)
     # public randomness only; the bound keeps derived seeds (seed·10⁶ + …) inside torch's 64-bit seeds
@@ -154,6 +158,10 @@ class RunConfig:
     def to_flower(self) -> dict[str, Any]:
         return {_key(k): v for k, v in asdict(self).items()}
 
+    def without_paths(self) -> dict[str, Any]:
+        """`to_flower()` less this machine's file paths: what a published manifest or a result records."""
+        return {k: v for k, v in self.to_flower().items() if k not in LOCAL_PATH_KEYS}
+
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
             lora_rank=self.lora_rank,
@@ -185,12 +193,12 @@ def _parse(key: str, value: Any, kind: type, allowed: Range | None) -> Any:
     if kind is bool:
         flag = _as_bool(value)
         if flag is None:
-            raise ValueError(f"run-config {key!r}: must be {BOOL_RULE}, got {_shown(value)}")
+            raise ValueError(f"run-config {key!r}: must be {BOOL_RULE}, got {shown(value)}")
         return flag
     assert allowed is not None, f"{key}: every numeric field declares its range"
     number = _as_number(value, kind)
     if number is None or number not in allowed:
-        raise ValueError(f"run-config {key!r}: must be {allowed.describe(kind)}, got {_shown(value)}")
+        raise ValueError(f"run-config {key!r}: must be {allowed.describe(kind)}, got {shown(value)}")
     return number
 
 
@@ -221,12 +229,3 @@ def _as_number(value: Any, kind: type) -> int | float | None:
     if kind is int:
         return int(number) if number.is_integer() else None  # nan and ±inf are not integral
     return number
-
-
-def _shown(value: Any) -> str:
-    """The value as given, shortened: a long text must not swamp the message, nor a huge int break it."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than 4300 digits has no repr
-        return f"an {type(value).__name__} too large to show"
-    return text if len(text) <= 60 else text[:57] + "..."

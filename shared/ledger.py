@@ -60,6 +60,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from shared.durable import fsync_folder, write_bytes
 from shared.privacy import NOISE_REPRODUCIBLE, NOISE_SECRET, PRIVACY_UNIT, History, compact, epsilon
 
 LEDGER_VERSION = 2
@@ -314,27 +315,6 @@ def _write_fully(fd: int, data: bytes, offset: int | None = None) -> None:
         written += os.write(fd, chunk) if offset is None else os.pwrite(fd, chunk, offset + written)
 
 
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_aside(path: Path, data: bytes) -> None:
-    """Durably write torn bytes to a private file. Its name holds their hash, so a rerun after a crash
-    rewrites the same bytes (the ledger still holds them until this returns)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        _write_fully(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_dir(path.parent)
-
-
 def _read_all(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
@@ -485,7 +465,7 @@ class Ledger:
         finally:
             os.close(fd)  # releases the lock
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_folder(self.path.parent)
         return release
 
     def repair(self, reason: str = DEFAULT_REPAIR_REASON) -> Repair | None:
@@ -523,7 +503,9 @@ class Ledger:
                 moved_to=f"{self.path.name}.torn-{len(records)}-{digest[:16]}",
                 reason=reason,
             )
-            _write_aside(self.path.parent / repair.moved_to, torn)
+            # private and durable; its name holds the bytes' hash, so a rerun after a crash rewrites the same
+            # bytes (the ledger still holds them until the repair record is written over them)
+            write_bytes(self.path.parent / repair.moved_to, torn, mode=0o600)
             record = {
                 **asdict(repair),
                 "seq": len(records),

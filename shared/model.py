@@ -38,6 +38,8 @@ from torch import nn
 
 from shared.encoder import HIDDEN_SIZE, load_encoder, load_tokenizer, mean_pool
 
+MAX_HISTORY_LENGTH = 1000  # items a user tower pools; the run config and a published model are held to it
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from shared.durable import write_bytes
+from shared.messages import shown
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
 
@@ -385,10 +386,10 @@ def _plain_text(cells: list, limit: int | None) -> bool:
 
 def _check_cell(value: object, is_id: bool, limit: int | None) -> tuple[str, str, str]:
     """One cell as stripped text ("" if it is bad), its quarantine reason, and what is wrong with it."""
-    text = _cell_text(value, whole=is_id)
+    text = cell_text(value, whole=is_id)
     if text is None:
         what = "an id (text or a whole number)" if is_id else "text"
-        return "", "bad_id" if is_id else "bad_text", f"is not {what}: {_show(value)}"
+        return "", "bad_id" if is_id else "bad_text", f"is not {what}: {shown(value)}"
     if _NOT_UTF8.search(text):  # Parquet bytes that are not UTF-8
         return "", "bad_encoding", "is not valid UTF-8"
     if match := _CONTROL.search(text):
@@ -399,7 +400,7 @@ def _check_cell(value: object, is_id: bool, limit: int | None) -> tuple[str, str
     return text, "", ""
 
 
-def _cell_text(value: object, whole: bool = False) -> str | None:
+def cell_text(value: object, whole: bool = False) -> str | None:
     """The text a cell holds, missing is ""; None if it holds no text (or a fraction, if `whole`)."""
     if _missing(value):
         return ""
@@ -419,12 +420,6 @@ def _cell_text(value: object, whole: bool = False) -> str | None:
     return None
 
 
-def _show(value: object, limit: int = 60) -> str:
-    """A value for an error message: repr (so control characters are escaped), shortened."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _price(value: object, file: str, row: int) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
         return float("nan")
@@ -433,7 +428,7 @@ def _price(value: object, file: str, row: int) -> float:
     except ValueError:
         price = float("nan")
     if not math.isfinite(price) or price < 0:
-        raise SchemaError(file, f"price {_show(value)} is not a non-negative number", row=row, column="price")
+        raise SchemaError(file, f"price {shown(value)} is not a non-negative number", row=row, column="price")
     return price
 
 
@@ -464,7 +459,7 @@ def _time_text(value: object) -> str:
     """A time cell as text: a date or datetime (from Parquet) in ISO-8601, a number as its digits."""
     if isinstance(value, date) and value is not pd.NaT:
         return value.isoformat()
-    return _cell_text(value) or ""
+    return cell_text(value) or ""
 
 
 def _as_ns(stamps: pd.Series) -> pd.Series:

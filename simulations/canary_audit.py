@@ -34,7 +34,7 @@ from shared.model import Recommender
 from shared.privacy import History, calibrate_noise, compact, epsilon
 from shared.schema import item_texts, load_catalogue, load_events
 from simulations.partition import partition_users, write_partitions
-from simulations.run import POPULATION_STEP
+from simulations.run import declared_population
 from simulations.shop import ShopConfig, write_shop
 
 BUILDS = ("correct", "noise-off", "seeded")
@@ -105,15 +105,13 @@ def canary_audit(
     catalogue, _, users, _ = load_party(
         catalogue_path, out / "partitions" / "client-0" / "events.csv", out / "quarantine"
     )
-    population = max(POPULATION_STEP, -(-len(users.users) // POPULATION_STEP) * POPULATION_STEP)
+    population = declared_population(len(users.users))
 
     q = poisson_rate(population, cfg.batch_size)
     steps = cfg.num_server_rounds * cfg.local_steps
-    sigma = (
-        calibrate_noise(cfg.target_epsilon, cfg.delta, q, steps)
-        if cfg.target_epsilon > 0
-        else (cfg.noise_multiplier)
-    )
+    sigma = cfg.noise_multiplier
+    if cfg.target_epsilon > 0:
+        sigma = calibrate_noise(cfg.target_epsilon, cfg.delta, q, steps)
     claimed: History = [(sigma, q, steps)]
     trained_sigma = 0.0 if build == "noise-off" else sigma
     settings = TrainSettings.from_run_config(cfg, noise_multiplier=trained_sigma)
@@ -170,7 +168,7 @@ def canary_audit(
         "sample_rate": q,
         "population": population,
         "users": len(users.users),
-        "run_config": {k: v for k, v in cfg.to_flower().items() if k not in ("run-dir", "catalogue")},
+        "run_config": cfg.without_paths(),
         "shop": {"n_items": shop.n_items, "n_users": shop.n_users, "seed": shop.seed},
         "wall_time_s": round(time.time() - started, 1),
     }

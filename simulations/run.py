@@ -146,13 +146,18 @@ def simulate(
 POPULATION_STEP = 50  # simulated partners declare their user count rounded up to this (a public bound)
 
 
+def declared_population(users: int) -> int:
+    """The public bound a simulated partner declares: its user count rounded up to POPULATION_STEP."""
+    return max(POPULATION_STEP, -(-users // POPULATION_STEP) * POPULATION_STEP)
+
+
 def write_node_configs(partitions_dir: Path, parts: list[list[str]], cfg: RunConfig) -> list[int]:
     """Each simulated partner's own node config (what a SuperNode's --node-config would hold)."""
     from client.app import NODE_CONFIG_FILE
 
     declared = []
     for index, users in enumerate(parts):
-        population = max(POPULATION_STEP, -(-len(users) // POPULATION_STEP) * POPULATION_STEP)
+        population = declared_population(len(users))
         node = {"population": population, "require-private": cfg.private and not cfg.reproducible_noise}
         (partitions_dir / f"client-{index}" / NODE_CONFIG_FILE).write_text(json.dumps(node) + "\n")
         declared.append(population)
