@@ -144,6 +144,9 @@ def audit_ledger(path: Path, run_dir: Path, cap: float | None = None) -> dict[st
     return entry
 
 
+FEDERATION_PARTY = "server"  # server.federation.SERVER_PARTY: the server's own ledger in federation mode
+
+
 def _what_is_protected(clients: list[dict[str, Any]]) -> str:
     valid = [c for c in clients if c["chain_ok"] and c["rounds"]]
     text = (
@@ -157,6 +160,20 @@ def _what_is_protected(clients: list[dict[str, Any]]) -> str:
         " is a customer of several partners is several users, one per partner: their total is at most"
         " the sum of those partners' ε (basic composition)."
     )
+    federation = [c for c in valid if c["unit"] != "client" and c.get("client") == FEDERATION_PARTY]
+    if federation:
+        fed = federation[0]
+        text += (
+            " This run is in federation mode (user-level DP-FedAvg, shared/federation.py): each round, every"
+            " client Poisson-samples its users at one federation-wide rate, clips each user's gradient and"
+            " adds a secret share of the noise; each client's ledger records σ against the view its partner"
+            " trusts ('aggregate': a server that sees only the SecAgg+ sum of at least min-clients shares;"
+            " 'share': a server that sees one share, or colludes with every other client, which is σ/√t)."
+            f" The server's ledger ({fed['ledger']}) records the view the run offers:"
+            f" ε = {fed['epsilon_prv']:.3f} (PRV) at δ = {fed['delta']:g} over its aggregated rounds. A"
+            " shopper who is a customer of k partners is k users of the federation: group privacy bounds"
+            " them at k·ε (with δ growing accordingly)."
+        )
     servers = [c for c in valid if c["unit"] == "client"]
     if servers:
         worst = max(servers, key=lambda c: c["epsilon_rdp"])

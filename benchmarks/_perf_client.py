@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
             "local-steps": args.local_steps,
             "batch-size": args.batch_size,
             "private": not args.non_private,
+            # federation mode (the default): the federation's declared total only scales the share;
+            # a public bound far above any partition here
+            "federation-population": 1_000_000,
         }
     )
     arrays = to_record(load_file(args.adapter))

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from shared.data import UserData, user_data
-from shared.recbole import AtomicDataset, load_atomic, write_user_subset
 from shared.schema import item_texts
 from simulations.partition import dominant_categories, partition_users
+from simulations.recbole import AtomicDataset, load_atomic, write_user_subset
 
 ROOT_CATEGORY = "Industrial & Scientific"  # the Amazon 2018 root of every path in this dataset
 NO_CATEGORY = "(none)"

@@ -13,32 +13,67 @@ LABELS = {
     "popularity": "popularity",
     "zero-shot": "zero-shot MiniLM (untrained towers)",
     "centralized": "centralized, non-private (one party, all users)",
-    "federated": "federated, non-private",
-    "dp-eps8": "federated, user-level DP, target ε=8",
-    "dp-eps3": "federated, user-level DP, target ε=3",
-    "dp-eps1": "federated, user-level DP, target ε=1",
+    "federated": "federated, non-private (partner mode: local steps per client)",
+    "dp-eps8": "federated, per-partner DP-SGD, target ε=8",
+    "dp-eps3": "federated, per-partner DP-SGD, target ε=3",
+    "dp-eps1": "federated, per-partner DP-SGD, target ε=1",
     "local-only": "local-only (each client alone, non-private; mean over clients)",
     "client-dp": "federated, client-level DP (fixed clipping)",
+    "fed-nonprivate": "federation mode (one step a round, SecAgg+), non-private",
+    "fed-dp-eps8": "federation mode, user-level DP-FedAvg + SecAgg+, target ε=8",
+    "fed-dp-eps3": "federation mode, user-level DP-FedAvg + SecAgg+, target ε=3",
+    "fed-dp-eps1": "federation mode, user-level DP-FedAvg + SecAgg+, target ε=1",
 }
 ORDER = list(LABELS)
-PUBLISHED = {  # Recformer paper (KDD 2023), Table 2, Amazon Scientific: centralized, non-private
+# Recformer paper (KDD 2023), Table 2, Amazon Scientific: centralized, non-private, on Recformer's OWN split
+# (its finetune_data/process.py keeps a random fifth of the users): not comparable with this split.
+PUBLISHED = {
     "SASRec": (0.1305, 0.0797),
     "UniSRec": (0.1255, 0.0862),
     "Recformer": (0.1448, 0.1027),
+}
+PUBLISHED_SOURCE = "Recformer paper, Table 2; different split (Recformer's own)"
+# Published on THE SAME split (UniSRec's processed Amazon Scientific: 8,442 users, 4,385 items), non-private:
+SAME_SPLIT = {
+    "VQ-Rec": (0.1211, 0.0643, "RUCAIBox/VQ-Rec README"),
+    "VQ-Rec (re-pretrained)": (0.1238, 0.0645, "RUCAIBox/VQ-Rec README, re-pretrained checkpoint"),
+    "MISSRec (text+image+ID)": (0.1282, 0.0711, "gimpong/MM23-MISSRec README, no pretraining"),
+    "MISSRec (pretrained)": (0.1360, 0.0753, "gimpong/MM23-MISSRec README"),
 }
 PROTOCOL = (
     "Protocol: the dataset's own leave-one-out split (UniSRec's .valid/.test.inter files), ranking over "
     "all 4,385 items, history excluded, Recall/NDCG @10/@50 (`shared/metrics.py`). Federated rows run "
     "through Flower's simulation engine; their metrics come from the server's central evaluator reading "
-    "the same RecBole folder (so the same split). ε is per client at δ = 1e-5 (user-level rows: PRV "
-    "accountant composed over all rounds), from the run's record (run.json)."
+    "the same RecBole folder (so the same split). ε is at δ = 1e-5, from the run's record (run.json). "
+    "Per-partner DP-SGD rows (partner mode): each client runs its own DP-SGD over its own users, ε per "
+    "client (PRV, composed over all rounds). Federation-mode rows (user-level DP-FedAvg): one "
+    "federation-wide Poisson rate q over all users, each round one noisy step whose Gaussian is shared out "
+    "among the t = min-clients clients; ε per view: 'aggregate' (SecAgg+ on: the server sees only the sum "
+    "of the shares) and 'share' (a server that sees one client's share in clear, or colludes with all "
+    "other clients: σ/√t). "
+    "Model selection: every row reports its LAST round (no selection on test); the column 'at the "
+    "best-valid round' shows what selecting the round on the validation split would have given. "
+    "'Share of the learnable gain kept' = (row − zero-shot) / (non-private reference − zero-shot) in "
+    "Recall@10, on test and on valid; the reference is the federation-mode non-private row for "
+    "federation-mode rows and the partner-mode non-private federated row for the others; zero-shot is the "
+    "reference's round-0 evaluation (the same model untrained; the federation rows' model, frozen text tower "
+    "and ID rows at zero, does not score exactly as the zero-shot row's untrained LoRA model)."
 )
 USER_LEVEL = "user-level DP"
+FEDERATION_LEVEL = "federation user-level DP"
 PRIVACY = {
     "dp-eps8": USER_LEVEL,
     "dp-eps3": USER_LEVEL,
     "dp-eps1": USER_LEVEL,
     "client-dp": "client-level DP",
+    "fed-dp-eps8": FEDERATION_LEVEL,
+    "fed-dp-eps3": FEDERATION_LEVEL,
+    "fed-dp-eps1": FEDERATION_LEVEL,
+}
+FEDERATION_ROWS = ("fed-nonprivate", "fed-dp-eps8", "fed-dp-eps3", "fed-dp-eps1")
+REFERENCE = {  # the non-private row each DP row's "share of the learnable gain" is measured against
+    **{name: "federated" for name in ("dp-eps8", "dp-eps3", "dp-eps1", "client-dp")},
+    **{name: "fed-nonprivate" for name in ("fed-dp-eps8", "fed-dp-eps3", "fed-dp-eps1")},
 }
 
 # Cost model for rows not run (seconds on 2 CPU cores), from measurements on Amazon Scientific:
@@ -52,8 +87,13 @@ def step_seconds(batch: int) -> float:
     return 0.4 + 0.0165 * batch
 
 
+FEDERATION_ROUND_S = 10.0  # a federation-mode round (one DP step per client, SecAgg+), until measured
+FEDERATION_EVAL_S = 15.0  # one central evaluation (about 20 a run)
+
+
 def estimate_seconds(row: str, plan: dict, measured_round_s: float | None = None) -> float:
-    """Rough cost of one row at `plan`; federated rows use a measured round time when one exists."""
+    """Rough cost of one row at `plan`; federated rows use a measured round time when one exists (of the
+    same mode: `measured_round_s` must come from rows of the same mode, see `_measured_round_seconds`)."""
     clients, rounds, steps, batch = plan["clients"], plan["rounds"], plan["local_steps"], plan["batch_size"]
     if row == "popularity":
         return 5.0
@@ -63,6 +103,10 @@ def estimate_seconds(row: str, plan: dict, measured_round_s: float | None = None
         return rounds * (clients * steps * step_seconds(batch) + ENCODE_S) + 15
     if row == "local-only":
         return clients * (rounds * steps * step_seconds(batch) + ENCODE_S + 5)
+    if row in FEDERATION_ROWS:
+        fed_rounds = plan.get("federation_rounds") or rounds
+        per_round = measured_round_s or FEDERATION_ROUND_S + 20 * FEDERATION_EVAL_S / fed_rounds
+        return SIMULATION_START_S + ENCODE_S + fed_rounds * per_round
     per_round = measured_round_s or (clients * steps * step_seconds(batch) + ENCODE_S + clients * MESSAGE_S)
     return SIMULATION_START_S + rounds * per_round
 
@@ -76,6 +120,10 @@ def load_rows(folder: Path) -> dict[str, dict]:
 
 
 def epsilon_text(row: dict) -> str:
+    federation = row.get("federation") or {}
+    if federation.get("epsilon"):
+        views = federation["epsilon"]
+        return "; ".join(f"{eps:.2f} ({view} view)" for view, eps in views.items())
     eps = row.get("epsilon")
     if eps:
         values = sorted(eps.values())
@@ -89,12 +137,57 @@ def epsilon_text(row: dict) -> str:
 
 
 def max_epsilon(row: dict) -> float | None:
+    """The ε a row is plotted at: the aggregate view for federation mode, else the largest client's."""
+    federation = row.get("federation") or {}
+    views = federation.get("epsilon") or {}
+    if views:
+        return views.get("aggregate", max(views.values()))
     eps = row.get("epsilon")
     if eps:
         return max(eps.values())
     client_level = row.get("client_level") or {}
     value = client_level.get("epsilon")
     return float(value) if isinstance(value, int | float) else None
+
+
+def zero_shot_recall(rows: dict[str, dict], reference: str, split: str) -> float | None:
+    """Recall@10 of the untrained model of the reference's mode: round 0 of its curve (the same towers,
+    untrained), else the zero-shot row. Federation rows' model (frozen text tower, ID rows at zero) scores
+    a little differently untrained from the partner rows' LoRA model."""
+    curve = (rows.get(reference) or {}).get("curve") or []
+    start = next((p for p in curve if p["round"] == 0), None)
+    if start is not None:
+        return start[f"{split}-recall@10"]
+    base = rows.get("zero-shot")
+    return base[split]["recall@10"] if base else None
+
+
+def gain_kept(rows: dict[str, dict], name: str, split: str) -> float | None:
+    """(row − zero-shot) / (non-private reference − zero-shot), Recall@10 on `split`; None if unmeasurable."""
+    reference = REFERENCE.get(name, "")
+    ref, row = rows.get(reference), rows.get(name)
+    zero = zero_shot_recall(rows, reference, split)
+    if not (ref and row) or zero is None:
+        return None
+    gain = ref[split]["recall@10"] - zero
+    if gain <= 0:
+        return None
+    return (row[split]["recall@10"] - zero) / gain
+
+
+def gain_text(rows: dict[str, dict], name: str) -> str:
+    reference = REFERENCE.get(name)
+    if reference is None:
+        return ""
+    if reference not in rows or zero_shot_recall(rows, reference, "test") is None:
+        return f"— (needs the {reference} row)"
+    parts = []
+    for split in ("test", "valid"):
+        share = gain_kept(rows, name, split)
+        parts.append(
+            f"{split} {share:.0%}" if share is not None else f"{split} n/a ({reference} ≤ zero-shot)"
+        )
+    return " / ".join(parts)
 
 
 def config_text(row: dict) -> str:
@@ -114,6 +207,18 @@ def config_text(row: dict) -> str:
         )
     if row["row"] == "centralized":
         return f"{users}; 1 party, {rounds} rounds × {steps} steps, batch {plan['batch_size']}"
+    if row["row"] in FEDERATION_ROWS:
+        fed = row.get("federation") or {}
+        noise = ""
+        if fed.get("sigma"):
+            noise = f", σ {fed['sigma']:.2f} (share σ {fed['share_sigma']:.2f} for t={fed['noise_shares']})"
+        population = sum(row.get("declared_populations") or []) or fed.get("population", "?")
+        return (
+            f"{users}; {plan['clients']} clients (Dirichlet α={plan['alpha']}), {rounds} rounds × 1 step, "
+            f"q={rc.get('federation-sample-rate')} over N={population} declared{noise}; SecAgg+ "
+            f"{'on' if rc.get('secure-aggregation') else 'off'}; lora-rank {rc.get('lora-rank')}, "
+            f"item-id-rank {rc.get('item-id-rank')}, server Adam lr {rc.get('learning-rate')}"
+        )
     extra = ""
     if row["row"] in PRIVACY and row["row"] != "client-dp":
         sigmas = sorted((row.get("noise_multipliers") or {}).values())
@@ -138,33 +243,39 @@ def best_valid_text(row: dict) -> str:
 
 def table(rows: dict[str, dict], plan: dict | None, quick: bool) -> list[str]:
     lines = [
-        "| row | ε per client (δ=1e-5) | test Recall@10 | test NDCG@10 | test Recall@50 | test NDCG@50 "
-        "| valid Recall@10 | test R@10 / N@10 at the best-valid round | wall time | config | command |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | ε (δ=1e-5) | test Recall@10 | test NDCG@10 | test Recall@50 | test NDCG@50 "
+        "| valid Recall@10 | valid NDCG@10 | share of the learnable gain kept (Recall@10) "
+        "| test R@10 / N@10 at the best-valid round | wall time | config | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    measured_round = _measured_round_seconds(rows)
     for name in ORDER:
         row = rows.get(name)
         if row is None:
-            cost = f"est. {estimate_seconds(name, plan, measured_round) / 60:.0f} min" if plan else "?"
+            measured = _measured_round_seconds(rows, federation=name in FEDERATION_ROWS)
+            cost = f"est. {estimate_seconds(name, plan, measured) / 60:.0f} min" if plan else "?"
             flag = " --quick" if quick else ""
             lines.append(
-                f"| {LABELS[name]} | not run | not run | not run | not run | not run | not run | | {cost} | "
-                "| "
+                f"| {LABELS[name]} | not run | not run | not run | not run | not run | not run | | | "
+                f"| {cost} | | "
                 f"`python -m benchmarks.quality --data DIR --rows {name}{flag}` |"
             )
             continue
         t, v = row["test"], row["valid"]
         lines.append(
             f"| {LABELS[name]} | {epsilon_text(row)} | **{t['recall@10']:.4f}** | **{t['ndcg@10']:.4f}** | "
-            f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {v['recall@10']:.4f} | {best_valid_text(row)} | "
-            f"{row['wall_time_s'] / 60:.1f} min | "
+            f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | "
+            f"{gain_text(rows, name)} | {best_valid_text(row)} | {row['wall_time_s'] / 60:.1f} min | "
             f"{config_text(row)} | `{row['command']}` |"
+        )
+    for model, (recall, ndcg, source) in SAME_SPLIT.items():
+        lines.append(
+            f"| {model} (published, same split; centralized, non-private) | ∞ | {recall:.4f} | {ndcg:.4f} "
+            f"| | | | | | | | {source} | |"
         )
     for model, (recall, ndcg) in PUBLISHED.items():
         lines.append(
-            f"| {model} (published; centralized, non-private) | ∞ | {recall:.4f} | {ndcg:.4f} | | | | | | "
-            "Recformer paper, Table 2 | |"
+            f"| {model} (published, different split (Recformer's own); centralized, non-private) | ∞ "
+            f"| {recall:.4f} | {ndcg:.4f} | | | | | | | | {PUBLISHED_SOURCE} | |"
         )
     return lines
 
@@ -199,7 +310,10 @@ def change_text(row: dict) -> str:
 
     default = _plan_dict(QUICK if row["quick"] else FULL)
     plan = row["plan"]
-    changes = [f"{k}={plan[k]}" for k in default if k != "run_config" and plan.get(k) != default[k]]
+    # a key the row's plan lacks predates it (e.g. federation_rounds): that row ran with no change to it
+    changes = [
+        f"{k}={plan[k]}" for k in default if k not in ("run_config",) and k in plan and plan[k] != default[k]
+    ]
     changes += [f"{k}={v}" for k, v in (plan.get("run_config") or {}).items()]
     return ", ".join(changes) or "none"
 
@@ -241,9 +355,12 @@ def write_report(results: Path) -> Path:
     for title, rows in (("full", full), ("quick", quick)):
         times = {name: row["round_times_s"] for name, row in rows.items() if row.get("round_times_s")}
         if times:
-            lines.append(f"Per-round wall time ({title}, seconds, measured between central evaluations):")
+            lines.append(
+                f"Per-round wall time ({title}, seconds, measured between central evaluations; federation "
+                "mode evaluates every k rounds: the mean round over each interval, its evaluation included):"
+            )
             lines.append("")
-            lines += [f"- {LABELS[name]}: {', '.join(f'{t:.0f}' for t in ts)}" for name, ts in times.items()]
+            lines += [f"- {LABELS[name]}: {round_times_text(ts)}" for name, ts in times.items()]
             lines.append("")
     for title, rows in (("full", full), ("quick", quick)):
         if rows:
@@ -256,7 +373,8 @@ def write_report(results: Path) -> Path:
             )
             lines.append("")
     total_full = sum(
-        estimate_seconds(name, _plan_dict(FULL), _measured_round_seconds(full)) for name in ORDER
+        estimate_seconds(name, _plan_dict(FULL), _measured_round_seconds(full, name in FEDERATION_ROWS))
+        for name in ORDER
     )
     lines.append(
         f"Estimated cost of every full-scale row (cost model in `benchmarks/_quality_report.py`, "
@@ -286,29 +404,33 @@ def variant_frontiers(folder: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _user_level_points(rows: dict[str, dict]) -> list[tuple[float, float]]:
-    """(ε, test Recall@10) of the user-level DP rows, by ε."""
-    points = [
-        (max_epsilon(r), r["test"]["recall@10"]) for n, r in rows.items() if PRIVACY.get(n) == USER_LEVEL
-    ]
+def _user_level_points(rows: dict[str, dict], kind: str = USER_LEVEL) -> list[tuple[float, float]]:
+    """(ε, test Recall@10) of the DP rows of one kind (partner mode: USER_LEVEL; FEDERATION_LEVEL), by ε."""
+    points = [(max_epsilon(r), r["test"]["recall@10"]) for n, r in rows.items() if PRIVACY.get(n) == kind]
     return sorted((eps, recall) for eps, recall in points if eps is not None)
 
 
 def privacy_utility_plot(
     rows: dict[str, dict], path: Path, scale: str, frontiers: dict[str, dict[str, dict]] | None = None
 ) -> None:
-    """ε vs test Recall@10: the default rows, every variant measured at several ε, the published lines."""
+    """ε vs test Recall@10: both frontiers, every variant measured at several ε, the published lines."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10.5, 4.8))
+    fig, ax = plt.subplots(figsize=(11.5, 5.2))
     user_level = _user_level_points(rows)
-    if user_level:
-        ax.plot(*zip(*user_level, strict=True), "o-", color="C0", label="fedrec, user-level DP")
-        for eps, recall in user_level:
+    federation = _user_level_points(rows, FEDERATION_LEVEL)
+    for points, style, colour, label in (
+        (user_level, "o-", "C0", "fedrec, per-partner DP-SGD (max ε over clients)"),
+        (federation, "D-", "C1", "fedrec, federation mode DP-FedAvg + SecAgg+ (ε, aggregate view)"),
+    ):
+        if not points:
+            continue
+        ax.plot(*zip(*points, strict=True), style, color=colour, label=label)
+        for eps, recall in points:
             ax.annotate(
                 f"{recall:.4f}", (eps, recall), textcoords="offset points", xytext=(4, -11), fontsize=7
             )
@@ -318,33 +440,48 @@ def privacy_utility_plot(
         variant_rows = frontiers[variant]
         values = ", ".join(f"{recall:.4f}" for _, recall in tuned)
         ax.plot(
-            *zip(*tuned, strict=True), "^-", color=colour, label=f"fedrec {variant}, user-level DP ({values})"
+            *zip(*tuned, strict=True),
+            "^-",
+            color=colour,
+            alpha=0.6,
+            label=f"fedrec {variant}, per-partner DP-SGD ({values})",
         )
         if "federated" in variant_rows:
             recall = variant_rows["federated"]["test"]["recall@10"]
             label = f"fedrec {variant}, federated non-private ({recall:.4f})"
-            ax.axhline(recall, color=colour, linestyle=":", linewidth=1.5, label=label)
-    # The y axis spans the frontier and the published lines; a row far below (client-level DP) is drawn
-    # on the bottom edge with its value, so that the frontier's differences stay readable.
-    shown = [r for points in (user_level, *tuned_points.values()) for _, r in points]
-    shown += [rows[n]["test"]["recall@10"] for n in ("federated", "zero-shot") if n in rows]
+            ax.axhline(recall, color=colour, linestyle=":", linewidth=1.2, alpha=0.6, label=label)
+    # The y axis spans the frontiers and the published lines; a row far below (client-level DP) is drawn
+    # on the bottom edge with its value, so that the frontiers' differences stay readable.
+    shown = [r for points in (user_level, federation, *tuned_points.values()) for _, r in points]
+    shown += [rows[n]["test"]["recall@10"] for n in ("federated", "fed-nonprivate", "zero-shot") if n in rows]
     bottom = min(shown, default=0.0) - 0.01
-    ax.set_ylim(bottom, max(r for r, _ in PUBLISHED.values()) + 0.01)
+    top = max([r for r, _ in PUBLISHED.values()] + [r for r, _, _ in SAME_SPLIT.values()] + shown)
+    ax.set_ylim(bottom, top + 0.01)
     if "client-dp" in rows and max_epsilon(rows["client-dp"]) is not None:
         eps, recall = max_epsilon(rows["client-dp"]), rows["client-dp"]["test"]["recall@10"]
         label = f"fedrec, client-level DP ({recall:.4f}{', below the axis' if recall < bottom else ''})"
-        ax.plot([eps], [max(recall, bottom)], "v" if recall < bottom else "s", color="C1", label=label)
-    styles = {"SASRec": "C2", "UniSRec": "C4", "Recformer": "C3"}
+        ax.plot([eps], [max(recall, bottom)], "v" if recall < bottom else "s", color="grey", label=label)
+    same = {"VQ-Rec": "C2", "VQ-Rec (re-pretrained)": "C2", "MISSRec (text+image+ID)": "C4"}
+    for model, (recall, _, _) in SAME_SPLIT.items():
+        ax.axhline(
+            recall,
+            color=same.get(model, "C3"),
+            linestyle="-" if "re-pretrained" not in model else "-.",
+            linewidth=1.2,
+            label=f"{model} (published, same split, non-private: {recall:.4f})",
+        )
     for model, (recall, _) in PUBLISHED.items():
         ax.axhline(
             recall,
-            color=styles[model],
+            color="black",
             linestyle="--",
-            linewidth=1,
-            label=f"{model} (published, non-private: {recall:.4f})",
+            linewidth=0.8,
+            alpha=0.35,
+            label=f"{model} (published, different split (Recformer's own): {recall:.4f})",
         )
     for name, style, label in (
-        ("federated", "C0", "fedrec federated, non-private"),
+        ("federated", "C0", "fedrec federated non-private, partner mode"),
+        ("fed-nonprivate", "C1", "fedrec federation mode, non-private"),
         ("zero-shot", "grey", "zero-shot"),
     ):
         if name in rows:
@@ -352,11 +489,13 @@ def privacy_utility_plot(
             label = f"{label} ({recall:.4f})"
             ax.axhline(recall, color=style, linestyle=":", linewidth=1.5, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("ε at δ = 1e-5 (user-level: max over clients; client-level: Flower RDP)")
-    ax.set_ylabel("test Recall@10")
+    ax.set_xlabel(
+        "ε at δ = 1e-5 (per-partner: max over clients; federation mode: aggregate view; client-level: RDP)"
+    )
+    ax.set_ylabel("test Recall@10 (last round)")
     ax.set_title(f"Amazon Scientific: privacy–utility ({scale} scale)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -364,26 +503,41 @@ def privacy_utility_plot(
 
 
 def learning_curves_plot(rows: dict[str, dict], path: Path, scale: str) -> None:
+    """Valid Recall@10 by round: partner-mode rows (a few long rounds) and federation mode (many steps)."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in ORDER:
-        row = rows.get(name)
-        if not row or not row.get("curve"):
-            continue
-        curve = row["curve"]
-        ax.plot([p["round"] for p in curve], [p["valid-recall@10"] for p in curve], "o-", label=LABELS[name])
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("round")
-    ax.set_ylabel("valid Recall@10 (dataset's own split)")
-    ax.set_title(f"Learning curves ({scale} scale)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, title, names in (
+        (axes[0], "partner mode and centralized", [n for n in ORDER if n not in FEDERATION_ROWS]),
+        (axes[1], "federation mode (one noisy step a round)", list(FEDERATION_ROWS)),
+    ):
+        for name in names:
+            row = rows.get(name)
+            if not row or not row.get("curve"):
+                continue
+            curve = row["curve"]
+            ax.plot(
+                [p["round"] for p in curve],
+                [p["valid-recall@10"] for p in curve],
+                "o-",
+                ms=3,
+                label=LABELS[name],
+            )
+        if "zero-shot" in rows:
+            ax.axhline(
+                rows["zero-shot"]["valid"]["recall@10"], color="grey", linestyle=":", label="zero-shot"
+            )
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("round")
+        ax.set_ylabel("valid Recall@10 (dataset's own split)")
+        ax.set_title(f"{title} ({scale} scale)", fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -393,9 +547,25 @@ def _has_federated(rows: dict[str, dict]) -> bool:
     return any(name in rows for name in ("federated", *PRIVACY))
 
 
-def _measured_round_seconds(rows: dict[str, dict]) -> float | None:
-    times = [t for row in rows.values() for t in row.get("round_times_s") or []]
+def _measured_round_seconds(rows: dict[str, dict], federation: bool = False) -> float | None:
+    """Mean measured round time of the rows of one mode (federation mode's rounds are single steps)."""
+    times = [
+        t
+        for name, row in rows.items()
+        if (name in FEDERATION_ROWS) == federation
+        for t in row.get("round_times_s") or []
+    ]
     return sum(times) / len(times) if times else None
+
+
+def round_times_text(times: list[float]) -> str:
+    if len(times) <= 8:
+        return ", ".join(f"{t:.0f}" for t in times)
+    ordered = sorted(times)
+    return (
+        f"{len(times)} intervals: median {ordered[len(ordered) // 2]:.1f}, "
+        f"min {ordered[0]:.1f}, max {ordered[-1]:.1f} (first {times[0]:.1f}, start-up included)"
+    )
 
 
 def _plan_dict(plan) -> dict:

@@ -416,7 +416,8 @@ def bench_device(bench: Bench) -> dict[str, Any]:
     """Device.recommend / Device.search at `index_items` items vs an exact NumPy scan of the same rows."""
     import faiss
 
-    from client.device import Device
+    from client.device import Device, coverage, intra_list_similarity
+    from client.device.query import query_intent
     from shared.artifact import FLAT_MAX_ITEMS, write_artifact
     from shared.config import RunConfig
     from shared.model import Recommender
@@ -475,7 +476,7 @@ def bench_device(bench: Bench) -> dict[str, Any]:
     started = time.perf_counter()
     device.search(queries[0], k=k)
     cold["first_search_s"] = time.perf_counter() - started
-    net, item_vecs = device.model(), device.artifact.item_vectors()
+    net = device.model()
 
     def step(name: str, kind: str, item: Any, vector: np.ndarray, want: int, banned: set[int]) -> Any:
         if name == "device_call":
@@ -520,12 +521,12 @@ def bench_device(bench: Bench) -> dict[str, Any]:
             if kind == "recommend":
                 banned = {position[i] for i in item}
                 started = time.perf_counter()
-                vector = net.user_rows(net.user_vectors(item_vecs, [[position[i] for i in item]]))
+                vector = device.profile(item).row()  # the device's own path: NumPy user tower
                 timing["query_vector"].append(time.perf_counter() - started)
             else:
                 banned = set()
                 started = time.perf_counter()
-                vector = net.query_rows(net.encode_texts([item]))
+                vector = query_intent(net, item).row()  # the device's own path: one thread
                 timing["query_vector"].append(time.perf_counter() - started)
             vector = np.ascontiguousarray(vector, dtype=np.float32)
             want = k + len(banned)
@@ -552,6 +553,7 @@ def bench_device(bench: Bench) -> dict[str, Any]:
 
     recommend = run("recommend", histories)
     search = run("search", queries)
+    related = related_calls(device, histories, k, net, coverage, intra_list_similarity)
     for part in (recommend, search):
         part["speedup_index_vs_numpy_p50"] = part["numpy_exact"]["p50_ms"] / part["index_search"]["p50_ms"]
     manifest = device.artifact.manifest
@@ -570,7 +572,39 @@ def bench_device(bench: Bench) -> dict[str, Any]:
         "faiss_threads": faiss.omp_get_max_threads(),
         "recommend": recommend,
         "search": search,
+        **related,
     }
+
+
+def related_calls(device, histories: list, k: int, net, coverage, intra_list_similarity) -> dict[str, Any]:
+    """A session's recommendation after each event, similar items, and what MMR diversity buys: the share
+    of the catalogue all users' lists cover and the mean cosine within a list, with its latency."""
+    timing: dict[str, list[float]] = {"session_event": [], "similar": [], "complements": []}
+    session = device.session(k=k)
+    for history in histories:
+        for item_id in history[-3:]:
+            started = time.perf_counter()
+            session.add("click", item_id)
+            timing["session_event"].append(time.perf_counter() - started)
+        for name in ("similar", "complements"):
+            started = time.perf_counter()
+            getattr(device, name)(history[-1], k=k)
+            timing[name].append(time.perf_counter() - started)
+    diversity: dict[str, dict[str, float]] = {}
+    for value in (0.0, 0.3, 0.6):
+        lists, times, similarity = [], [], []
+        for history in histories:
+            started = time.perf_counter()
+            recs = device.recommend(history, k=k, diversity=value)
+            times.append(time.perf_counter() - started)
+            lists.append([r.item_id for r in recs])
+            similarity.append(intra_list_similarity(device.vectors[[device.position[i] for i in lists[-1]]]))
+        diversity[str(value)] = {
+            **percentiles(times),
+            "coverage": coverage(lists, len(device.position)),
+            "intra_list_similarity": float(np.mean(similarity)),
+        }
+    return {**{name: percentiles(values) for name, values in timing.items()}, "diversity": diversity}
 
 
 # ---------------------------------------------------------------------------------------------- 4. bytes
@@ -905,6 +939,22 @@ def markdown(report: dict[str, Any]) -> str:
                 )
         lines += [
             "",
+            *(
+                [
+                    f"A session's recommendation after an event p50 {v['session_event']['p50_ms']:.2f} ms, "
+                    f"similar items {v['similar']['p50_ms']:.2f} ms, complements "
+                    f"{v['complements']['p50_ms']:.2f} ms. MMR diversity (recommend, all users' lists): "
+                    + "; ".join(
+                        f"{d}: coverage {x['coverage']:.4f}, intra-list cosine "
+                        f"{x['intra_list_similarity']:.3f}, p50 {x['p50_ms']:.2f} ms"
+                        for d, x in v["diversity"].items()
+                    )
+                    + ".",
+                    "",
+                ]
+                if "session_event" in v
+                else []
+            ),
             f"Index search vs NumPy exact scan (p50): {v['recommend']['speedup_index_vs_numpy_p50']:.0f}× "
             "faster "
             f"for recommend, {v['search']['speedup_index_vs_numpy_p50']:.0f}× for search. Cold start: first "

@@ -6,6 +6,14 @@
     python -m benchmarks.quality --report                                              # table + plots
     python -m benchmarks.quality --data DIR --rows federated \
         --run-config "bias-learning-rate=0.01" --variant bias-lr-0.01                  # a model change
+    python -m benchmarks.quality --data DIR --rows fed-dp-eps8,fed-nonprivate,fed-dp-eps1,fed-dp-eps3
+                                                   # federation mode (user-level DP-FedAvg + SecAgg+)
+
+Two DP designs are measured side by side. Partner mode (rows federated, dp-eps*, client-dp: "per-partner
+DP-SGD"): each client runs local DP-SGD steps over its own users; their configuration is pinned in
+PARTNER_CONFIG so that they reproduce their committed JSONs whatever the pyproject defaults become.
+Federation mode (rows fed-*): one federation-wide Poisson rate, one noisy step per round whose noise the
+clients share, SecAgg+ on (FEDERATION_CONFIG; 200 rounds, `--federation-rounds` to change).
 
 Protocol (the field's, as in UniSRec/Recformer): the dataset's OWN leave-one-out split (valid = second
 to last, test = last item, from its .valid/.test.inter files), ranking over ALL items, the user's
@@ -50,16 +58,76 @@ from shared.metrics import popularity_ranking, ranking_metrics
 from shared.run_record import RUN_RECORD, RunRecord
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The configuration every existing (partner-mode) row was measured with, pinned here so that those rows keep
+# reproducing their committed JSONs (quality/*.json "run_config") whatever the pyproject defaults become.
+# Plan-level knobs (rounds, local steps, batch size, min-clients, seed) come from the Plan.
+PARTNER_CONFIG = {
+    "dp-mode": "partner",
+    "secure-aggregation": False,
+    "fraction-train": 1.0,
+    "lora-rank": 4,
+    "item-id-rank": 0,
+    "learning-rate": 0.001,
+    "bias-learning-rate": 0.05,
+    "lora-learning-rate": 0.001,
+    "noise-multiplier": 1.0,
+    "max-grad-norm": 1.0,
+    "delta": 1e-5,
+    "epsilon-cap": 0.0,
+    "target-epsilon": 0.0,
+    "reproducible-noise": False,
+    "client-noise-multiplier": 0.0,
+    "client-clipping-norm": 1.0,
+    "client-clipping": "server",
+    "client-epsilon-cap": 0.0,
+    "num-negatives": 1,
+    "hard-negatives": 1,
+    "history-length": 20,
+    "positions-per-user": 1,
+}
+# Federation mode (user-level DP-FedAvg, shared/federation.py): one noisy step a round over users Poisson-
+# sampled at q = 0.1 across the whole federation, SecAgg+ on, server-side Adam. Hyperparameters chosen on the
+# embedded synthetic shop's validation split (non-private and at ε = 8), never on these users (notes.md).
+# 200 rounds: the shop's setting; at q = 0.1 each user is drawn about 20 times, and a round is one step
+# (seconds), so 200 rounds fit the ~30-min budget per row on 2 cores (measured with --quick first).
+FEDERATION_ROUNDS = 200
+FEDERATION_CONFIG = {
+    "dp-mode": "federation",
+    "secure-aggregation": True,
+    "lora-rank": 0,
+    "item-id-rank": 16,
+    "learning-rate": 0.003,  # server Adam, head; the groups below are the shop run's (pyproject) defaults
+    "bias-learning-rate": 0.05,
+    "item-id-learning-rate": 0.01,
+    "num-server-rounds": FEDERATION_ROUNDS,
+    "federation-sample-rate": 0.1,
+    "max-grad-norm": 1.0,
+    "delta": 1e-5,
+    "epsilon-cap": 0.0,  # σ calibrated on the target alone
+    "reproducible-noise": False,
+    "history-length": 20,
+    "positions-per-user": 1,
+}
 FEDERATED_ROWS = {
-    "federated": {"private": False},
-    "dp-eps8": {"private": True, "target-epsilon": 8.0},
-    "dp-eps3": {"private": True, "target-epsilon": 3.0},
-    "dp-eps1": {"private": True, "target-epsilon": 1.0},
+    "federated": {**PARTNER_CONFIG, "private": False},
+    "dp-eps8": {**PARTNER_CONFIG, "private": True, "target-epsilon": 8.0},
+    "dp-eps3": {**PARTNER_CONFIG, "private": True, "target-epsilon": 3.0},
+    "dp-eps1": {**PARTNER_CONFIG, "private": True, "target-epsilon": 1.0},
     # Client-level DP (Flower's fixed-clipping wrapper on adapter updates), user-level DP-SGD off. The
     # grouping is the same 10 Dirichlet clients. C = 5: a client's update measured in a quick run had an
     # L2 norm of about 9 after 3 local steps, nearly all of it item bias, so C = 5 clips but keeps signal.
-    "client-dp": {"private": False, "client-noise-multiplier": 1.0, "client-clipping-norm": 5.0},
+    "client-dp": {
+        **PARTNER_CONFIG,
+        "private": False,
+        "client-noise-multiplier": 1.0,
+        "client-clipping-norm": 5.0,
+    },
+    "fed-nonprivate": {**FEDERATION_CONFIG, "private": False},
+    "fed-dp-eps8": {**FEDERATION_CONFIG, "private": True, "target-epsilon": 8.0},
+    "fed-dp-eps3": {**FEDERATION_CONFIG, "private": True, "target-epsilon": 3.0},
+    "fed-dp-eps1": {**FEDERATION_CONFIG, "private": True, "target-epsilon": 1.0},
 }
+FEDERATION_ROWS = tuple(r for r, c in FEDERATED_ROWS.items() if c.get("dp-mode") == "federation")
 IN_PROCESS_ROWS = ("popularity", "zero-shot", "centralized", "local-only")
 ROWS = (
     "popularity",
@@ -71,6 +139,10 @@ ROWS = (
     "dp-eps1",
     "local-only",
     "client-dp",
+    "fed-nonprivate",
+    "fed-dp-eps8",
+    "fed-dp-eps3",
+    "fed-dp-eps1",
 )
 
 
@@ -86,18 +158,22 @@ class Plan:
     batch_size: int
     seed: int = 0
     run_config: dict[str, Any] = field(default_factory=dict)  # further run-config knobs for every row
+    federation_rounds: int = FEDERATION_ROUNDS  # federation-mode rows: one noisy step per round
 
 
 FULL = Plan(users=None, clients=10, alpha=0.5, rounds=4, local_steps=10, batch_size=64)
-QUICK = Plan(users=1500, clients=4, alpha=0.5, rounds=1, local_steps=3, batch_size=32)
+QUICK = Plan(users=1500, clients=4, alpha=0.5, rounds=1, local_steps=3, batch_size=32, federation_rounds=30)
 
 
 def results_dir(results: Path, quick: bool) -> Path:
     return results / "quality" / ("quick" if quick else "")
 
 
-def run_config(plan: Plan, extra: dict[str, Any] | None = None) -> RunConfig:
-    """The run config every trained row uses (learning rates, negatives, model size: pyproject defaults)."""
+def run_config(
+    plan: Plan, extra: dict[str, Any] | None = None, pinned: dict[str, Any] | None = None
+) -> RunConfig:
+    """A row's run config: the plan's scale, then the row's pinned knobs (`PARTNER_CONFIG` or a row of
+    `FEDERATED_ROWS`), then the plan's --run-config changes (a variant), then `extra` (paths, must-haves)."""
     base = {
         "num-server-rounds": plan.rounds,
         "local-steps": plan.local_steps,
@@ -105,7 +181,25 @@ def run_config(plan: Plan, extra: dict[str, Any] | None = None) -> RunConfig:
         "seed": plan.seed,
         "min-clients": plan.clients,
     }
-    return RunConfig.from_flower({**base, **plan.run_config, **(extra or {})})
+    return RunConfig.from_flower({**base, **(pinned or {}), **plan.run_config, **(extra or {})})
+
+
+def row_pins(row: str, plan: Plan) -> dict[str, Any]:
+    """What a federated row pins over the pyproject defaults (federation rows: the plan's round count)."""
+    pins = dict(FEDERATED_ROWS[row])
+    if row in FEDERATION_ROWS:
+        pins["num-server-rounds"] = plan.federation_rounds
+    return pins
+
+
+def federated_config(plan: Plan, row: str, declared: list[int], paths: dict[str, str]) -> RunConfig:
+    """A federated row's run config; federation rows declare the federation's population: the sum of the
+    partners' declared (public) populations, which scales every client's share alike."""
+    extra = dict(paths)
+    pins = row_pins(row, plan)
+    if pins.get("dp-mode") == "federation":
+        extra["federation-population"] = sum(declared)
+    return run_config(plan, extra, pinned=pins)
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -124,7 +218,7 @@ def run_zero_shot(bench: BenchData, plan: Plan, cache: Path) -> dict:
     """The untrained towers: MiniLM mean-pooled item vectors, recency-pooled history, zero head and bias."""
     from shared.model import Recommender
 
-    model = Recommender(run_config(plan).model_config(bench.n_items))
+    model = Recommender(run_config(plan, pinned=PARTNER_CONFIG).model_config(bench.n_items))
     vectors = catalogue_vectors(model, bench.texts, cache)
     return {split: evaluate_split(model, vectors, bench.dataset.users, split) for split in ("valid", "test")}
 
@@ -135,7 +229,7 @@ def run_centralized(bench: BenchData, plan: Plan, cache: Path) -> dict:
     from client.train import train_round
     from shared.model import Recommender
 
-    cfg = run_config(plan, {"private": False})
+    cfg = run_config(plan, {"private": False}, pinned=PARTNER_CONFIG)
     model = Recommender(cfg.model_config(bench.n_items))
     tokens = model.tokenize(bench.texts)
     vectors = catalogue_vectors(model, bench.texts, cache)
@@ -167,7 +261,7 @@ def run_local_only(bench: BenchData, plan: Plan, parts: list[list[str]], work: P
     from client.train import train_round
     from shared.model import Recommender
 
-    cfg = run_config(plan, {"private": False})
+    cfg = run_config(plan, {"private": False}, pinned=PARTNER_CONFIG)
     settings = replace(_settings(cfg), local_steps=plan.rounds * plan.local_steps)
     per_client = []
     for index, users in enumerate(parts):
@@ -207,10 +301,11 @@ def _same_users_reference(
 
     from shared.model import Recommender
 
-    models = {"zero-shot": Recommender(run_config(plan).model_config(bench.n_items))}
+    partner = run_config(plan, pinned=PARTNER_CONFIG)
+    models = {"zero-shot": Recommender(partner.model_config(bench.n_items))}
     index = work / "runs" / "federated" / "index"
     if (index / "LATEST").exists():
-        global_model = Recommender(run_config(plan).model_config(bench.n_items))
+        global_model = Recommender(partner.model_config(bench.n_items))
         adapter = index / (index / "LATEST").read_text().strip() / "adapter.safetensors"
         global_model.load_trainable_state(load_file(str(adapter)))
         models["federated"] = global_model
@@ -231,35 +326,36 @@ def run_federated(
     """The real Flower simulation engine: the ServerApp and ClientApps of fedrec, one SuperNode per client."""
     from shared.model import Recommender
     from simulations.partition import write_partitions
-    from simulations.run import QUIET_FLOWER, run_flower_simulation
+    from simulations.run import QUIET_FLOWER, run_flower_simulation, write_node_configs
 
     run_dir = (work / "runs" / row).resolve()
     if run_dir.exists():
         shutil.rmtree(run_dir)
     write_partitions(bench.dataset.events, parts, run_dir / "partitions")
-    cfg = run_config(
-        plan,
-        {
-            **FEDERATED_ROWS[row],
-            "run-dir": str(run_dir),
-            "catalogue": str(bench.catalogue_csv.resolve()),
-            "central-eval": str(bench.folder),  # a RecBole folder: the dataset's own split
-        },
-    )
-    # The zero-shot catalogue vectors are the same in every run: seed the run's cache with them.
-    key = cache_key(Recommender(cfg.model_config(bench.n_items)), bench.texts)
-    zero_shot = cache / f"items-{key}.npy"
-    if zero_shot.exists():
-        (run_dir / "cache").mkdir(parents=True, exist_ok=True)
-        shutil.copy(zero_shot, run_dir / "cache" / zero_shot.name)
+    paths = {
+        "run-dir": str(run_dir),
+        "catalogue": str(bench.catalogue_csv.resolve()),
+        "central-eval": str(bench.folder),  # a RecBole folder: the dataset's own split
+    }
+    # Each partner's node config with its declared (public) population: without it a client refuses.
+    declared = write_node_configs(run_dir / "partitions", parts, run_config(plan, pinned=row_pins(row, plan)))
+    cfg = federated_config(plan, row, declared, paths)
+    # The zero-shot catalogue vectors are the same in every run: seed the run's cache with them (encoded
+    # here once per model config, before Ray starts, if no earlier row left them).
+    model = Recommender(cfg.model_config(bench.n_items))
+    catalogue_vectors(model, bench.texts, cache)
+    zero_shot = cache / f"items-{cache_key(model, bench.texts)}.npy"
+    (run_dir / "cache").mkdir(parents=True, exist_ok=True)
+    shutil.copy(zero_shot, run_dir / "cache" / zero_shot.name)
+    del model
     os.environ.update(QUIET_FLOWER)
     # A Ray temp dir of our own, so that rows (and other Ray users of the machine) never share one.
     os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-quality-{os.getpid()}")
     run_flower_simulation(cfg, plan.clients)
 
     record = RunRecord.load(run_dir / RUN_RECORD)
-    central = {r.round: r.central_eval for r in record.rounds}
-    final = central[max(central)]  # the last round run: --run-config may change num-server-rounds
+    central = {r.round: r.central_eval for r in record.rounds if r.central_eval}
+    final = central[max(central)]  # the last round run (never a round selected on test)
     curve = [
         {"round": r, **{k: v for k, v in central[r].items() if k.endswith("@10")}} for r in sorted(central)
     ]
@@ -268,9 +364,16 @@ def run_federated(
         json.loads(line) for line in (run_dir / "server" / "central-eval.jsonl").read_text().splitlines()
     ]
     timings = sorted(timings, key=lambda t: t["round"])
+    # The evaluator runs every k rounds (about 20 times a run): each entry is the mean round time between two
+    # evaluations, evaluation included.
     round_times = [
-        round(b["finished"] - a["finished"], 1) for a, b in zip(timings, timings[1:], strict=False)
+        round((b["finished"] - a["finished"]) / (b["round"] - a["round"]), 2)
+        for a, b in zip(timings, timings[1:], strict=False)
     ]
+    skipped = {r.round: r.skipped for r in record.rounds if r.skipped}
+    refused = {r.round: r.refused for r in record.rounds if r.refused}
+    if refused or skipped:
+        print(f"{row}: refused {refused}; skipped {skipped}", flush=True)
     return {
         "valid": {k.removeprefix("valid-"): v for k, v in final.items() if k.startswith("valid-")},
         "test": {k.removeprefix("test-"): v for k, v in final.items() if k.startswith("test-")},
@@ -281,6 +384,10 @@ def run_federated(
         "noise_multipliers": record.privacy.noise_multipliers or None,
         "client_level": privacy["client_level"],
         "privacy": privacy,
+        "federation": privacy.get("federation"),
+        "declared_populations": declared,
+        "refused_rounds": {str(k): v for k, v in refused.items()},
+        "skipped_rounds": {str(k): v for k, v in skipped.items()},
         "federated_eval_final": record.rounds[-1].federated_eval,
         "run_dir": str(run_dir),
         "run_config": cfg.without_paths(),
@@ -353,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, help="override the plan: subsample this many users")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--federation-rounds", type=int, help="rounds of the federation-mode rows")
     parser.add_argument("--local-steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--run-config", default="", help='extra run-config knobs, e.g. "lora-rank=8"')
@@ -369,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         parser.error("--data is required (or --report)")
     plan = QUICK if args.quick else FULL
-    overrides = {k: getattr(args, k) for k in ("users", "clients", "rounds", "local_steps", "batch_size")}
+    knobs = ("users", "clients", "rounds", "local_steps", "batch_size", "federation_rounds")
+    overrides = {k: getattr(args, k) for k in knobs}
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     if args.run_config:
         plan = replace(plan, run_config=dict(kv.split("=", 1) for kv in args.run_config.split()))
@@ -470,7 +579,7 @@ def _without_rows(argv: list[str]) -> list[str]:
 def _command(args: argparse.Namespace, rows: list[str]) -> str:
     parts = ["python -m benchmarks.quality", f"--data {args.data}", f"--rows {','.join(rows)}"]
     parts += ["--quick"] if args.quick else []
-    for name in ("users", "clients", "rounds", "local_steps", "batch_size"):
+    for name in ("users", "clients", "rounds", "local_steps", "batch_size", "federation_rounds"):
         if getattr(args, name) is not None:
             parts.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
     if args.run_config:

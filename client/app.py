@@ -14,26 +14,31 @@ requests are answered without metrics (per-client metrics would be an un-noised 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import randomness
+from client.check import DATA_UNUSABLE, check_first_message
 from client.mods import legacy_train_mod, secure_aggregation_mod, update_clipping_mod
-from client.policy import PartnerPolicy, Refusal, terms
-from client.train import TrainSettings, poisson_rate, train_round, trainable_users
+from client.policy import PartnerPolicy, Refusal, Terms, federation_view, terms
+from client.train import TrainSettings, federation_share, poisson_rate, train_round, trainable_users
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
+from shared.embedded import client_config
 from shared.evaluation import evaluate_split
+from shared.federation import FederationConfigError, federation_noise
 from shared.item_cache import catalogue_vectors
-from shared.ledger import LEDGER_NAME, BudgetExceeded, Ledger
-from shared.model import Recommender
+from shared.ledger import LEDGER_NAME, BudgetExceeded, Ledger, Release
+from shared.model import ModelConfig, Recommender
 from shared.privacy import PRIVACY_UNIT, BudgetSpent, calibrate_noise, compact
 from shared.report import NOISE_NONE, PrivacyReport
 from shared.schema import item_texts
@@ -73,6 +78,7 @@ def locate_party(context: Context, cfg: RunConfig) -> Party:
             node_config=dict(node),
         )
     index = int(node["partition-id"])
+    cfg = client_config(cfg, index, int(node.get("num-partitions", 0)))  # no catalogue: the embedded shop
     run_dir = Path(cfg.run_dir)
     partition = run_dir / "partitions" / f"client-{index}"
     declared = partition / NODE_CONFIG_FILE  # written by the simulation driver for this partner
@@ -91,17 +97,46 @@ def locate_party(context: Context, cfg: RunConfig) -> Party:
 def _load_data(context: Context, overrides: dict[str, Any]):
     """Config, who this client is, the public catalogue and its own users (cheap: no model yet)."""
     cfg = RunConfig.from_flower({**context.run_config, **overrides})
+    if "data-path" not in context.node_config:  # a simulated partner; no catalogue: the embedded shop
+        node = context.node_config
+        cfg = client_config(cfg, int(node["partition-id"]), int(node.get("num-partitions", 0)))
     party = locate_party(context, cfg)
-    catalogue, _, users, _ = load_party(party.catalogue, party.events, party.work_dir / "quarantine")
+    catalogue, users = _party_data(party.catalogue, party.events, party.work_dir / "quarantine")
     return cfg, party, catalogue, users
+
+
+def _party_data(catalogue: Path, events: Path, quarantine: Path):
+    """The partner's catalogue and users, read once per process while the files stay as they were (a
+    federation-mode round lasts seconds; parsing a partner's logs each round would cost more)."""
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in (catalogue, events))
+    return _read_party(stamp, str(quarantine))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_party(stamp: tuple, quarantine: str):
+    catalogue, _, users, _ = load_party(stamp[0][0], stamp[1][0], quarantine)
+    return catalogue, users
 
 
 def _load_model(msg: Message, cfg: RunConfig, party: Party, catalogue):
     """The global model from the message, and the catalogue's vectors under it (cached per model)."""
-    model = Recommender(cfg.model_config(len(catalogue)))
+    model = _model(cfg.model_config(len(catalogue)))
+    for p in model.parameters():  # nothing of an earlier round's gradients is carried into this one
+        p.grad = None
+        for attr in ("grad_sample", "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)
     model.load_trainable_state(from_record(msg.content["arrays"], shapes(model.trainable_state())))
     texts = item_texts(catalogue)
     return model, texts, catalogue_vectors(model, texts, party.cache_dir)
+
+
+@functools.lru_cache(maxsize=1)
+def _model(config: ModelConfig) -> Recommender:
+    """One model per process and config: a client process serves many rounds (a simulation's actors,
+    federation mode's many short rounds), and loading MiniLM costs seconds. Every trained tensor is
+    overwritten from the server's message before use; the rest is the public pretrained model."""
+    return Recommender(config)
 
 
 def _refuse(msg: Message, code: int, reason: str) -> Message:
@@ -110,6 +145,8 @@ def _refuse(msg: Message, code: int, reason: str) -> Message:
 
 
 def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
+    if reason := check_first_message(context, overrides, locate_party):  # once per run: `fedrec check`
+        return _refuse(msg, DATA_UNUSABLE, reason)
     cfg, party, catalogue, users = _load_data(context, overrides)
     server_round, run = int(msg.content["config"]["server-round"]), str(context.run_id)
     try:
@@ -125,14 +162,13 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         reason = f"{party.name}: no user with two or more training items; not training"
         return _refuse(msg, TERMS_REFUSED, reason)
 
+    if cfg.federation_dp:
+        return _train_federation(msg, cfg, party, catalogue, users, agreed, server_round, run)
     q = poisson_rate(agreed.population, cfg.batch_size)
     sigma, cap = agreed.noise_floor, agreed.epsilon_cap
     ledger = Ledger(party.work_dir / LEDGER_NAME)
-    streams = randomness.secret()
-    # TEST ONLY, labelled everywhere: the noise derives from public values, exactly what an attacker knows.
-    # A non-private round has no noise to hide, so it is seeded too: its runs are comparable.
-    if agreed.reproducible or not agreed.private:
-        streams = randomness.reproducible(randomness.public_seed(cfg.seed, party.index, server_round))
+    streams = _streams(cfg, agreed, party, server_round)
+    release = None
     if agreed.private:
         # this round and the ones still planned; a round past the plan still counts itself
         planned = max(cfg.num_server_rounds - server_round + 1, 1) * cfg.local_steps
@@ -174,12 +210,32 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
                 f"{party.name}: Opacus accounted {result.history}, the ledger reserved"
                 f" {(sigma, q, cfg.local_steps)}: not sending an unaccounted update"
             )
+    else:
+        metrics.update({"num-examples": result.users, "train-loss": result.mean_loss})  # labelled non-private
+    report = _report(party, server_round, run, cfg, agreed, streams, ledger, release, sigma, q, result.steps)
+    return _reply(msg, model, metrics, report)
+
+
+def _report(
+    party: Party,
+    server_round: int,
+    run: str,
+    cfg: RunConfig,
+    agreed: Terms,
+    streams: randomness.Randomness,
+    ledger: Ledger,
+    release: Release | None,
+    sigma: float,
+    q: float,
+    steps: int,
+    **mode: Any,
+) -> PrivacyReport:
+    """The public report of this round's release, anchored to its ledger line when private."""
+    seq, line, eps = -1, "", (float("inf"), float("inf"))
+    if release is not None:
         seq, line = ledger.receipt(run, server_round)
         eps = (release.epsilon_prv, release.epsilon_rdp)
-    else:
-        seq, line, eps = -1, "", (float("inf"), float("inf"))
-        metrics.update({"num-examples": result.users, "train-loss": result.mean_loss})  # labelled non-private
-    report = PrivacyReport(
+    return PrivacyReport(
         client=party.name,
         round=server_round,
         run=run,
@@ -191,13 +247,26 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         epsilon_rdp=eps[1],
         noise_multiplier=sigma if agreed.private else 0.0,
         sample_rate=q,
-        steps=result.steps,
+        steps=steps,
         max_grad_norm=cfg.max_grad_norm,
         target_epsilon=agreed.target_epsilon,
-        epsilon_cap=cap or 0.0,
+        epsilon_cap=agreed.epsilon_cap or 0.0,
         ledger_seq=seq,
         ledger_hash=line,
+        **mode,
     )
+
+
+def _streams(cfg: RunConfig, agreed: Terms, party: Party, server_round: int) -> randomness.Randomness:
+    """Secret streams; seeded ones only for a non-private round or a reproducible (TEST ONLY) run."""
+    # TEST ONLY, labelled everywhere: the noise derives from public values, exactly what an attacker knows.
+    # A non-private round has no noise to hide, so it is seeded too: its runs are comparable.
+    if agreed.reproducible or not agreed.private:
+        return randomness.reproducible(randomness.public_seed(cfg.seed, party.index, server_round))
+    return randomness.secret()
+
+
+def _reply(msg: Message, model: Recommender, metrics: MetricRecord, report: PrivacyReport) -> Message:
     content = RecordDict(
         {
             "arrays": to_record(model.trainable_state()),
@@ -208,8 +277,84 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _train_federation(
+    msg: Message, cfg: RunConfig, party: Party, catalogue, users, agreed: Terms, server_round: int, run: str
+) -> Message:
+    """Federation mode (`shared/federation.py`): this client's noise share of one DP-FedAvg step.
+
+    The run's σ is public and the same everywhere; the partner takes part only if σ under the trust model
+    it states is within its floor and ε over the whole plan stays within its own max-epsilon. The ledger
+    records σ under that view, one step at the federation's rate q, before anything is computed.
+    """
+    try:
+        noise = federation_noise(cfg)
+        view, sigma = federation_view(agreed, noise)
+        if agreed.population > noise.population:
+            raise Refusal(
+                f"declared population {agreed.population} > federation-population {noise.population}:"
+                " the run's scale would understate this partner's users"
+            )
+    except (FederationConfigError, Refusal) as err:
+        return _refuse(msg, TERMS_REFUSED, f"{party.name}: not training: {err}")
+    q, cap = noise.sample_rate, agreed.epsilon_cap
+    ledger = Ledger(party.work_dir / LEDGER_NAME)
+    streams = _streams(cfg, agreed, party, server_round)
+    release = None
+    if agreed.private:
+        planned = max(cfg.num_server_rounds - server_round + 1, 1)
+        try:
+            ceiling = ledger.project(sigma, q, planned, agreed.delta)[0]
+            if ceiling > agreed.max_epsilon:
+                raise Refusal(
+                    f"ε over the planned rounds would reach {ceiling:.3f} against the {view!r} view, above"
+                    f" the partner's max-epsilon {agreed.max_epsilon:g}"
+                )
+            release = ledger.append(
+                party.name,
+                server_round,
+                1,
+                sigma,
+                q,
+                cfg.max_grad_norm,
+                agreed.delta,
+                epsilon_cap=cap,
+                run=run,
+                noise=streams.source,
+            )
+        except Refusal as err:
+            return _refuse(msg, TERMS_REFUSED, f"{party.name}: not training: {err}")
+        except BudgetExceeded as err:
+            return _refuse(msg, BUDGET_EXHAUSTED, f"{party.name}: privacy budget: {err}")
+    share = noise.share_sigma if agreed.private else 0.0
+    settings = TrainSettings.from_run_config(cfg, noise_multiplier=share)
+    model, texts, vectors = _load_model(msg, cfg, party, catalogue)
+    tokens = model.tokenize(texts) if cfg.lora_rank else (torch.zeros(0, 0, dtype=torch.long),) * 2
+    result = federation_share(
+        model,
+        users.train,
+        vectors,
+        tokens,
+        settings,
+        sample_rate=q,
+        share_noise=share,
+        scale=noise.scale,
+        randomness=streams,
+    )
+    if agreed.private:
+        if compact(result.history) != [(share, q, 1)]:
+            raise RuntimeError(
+                f"{party.name}: Opacus accounted {result.history}, expected one step at the share"
+                f" {(share, q, 1)}: not sending an unaccounted update"
+            )
+    mode = {"mode": cfg.dp_mode, "view": view, "noise_shares": noise.shares}
+    report = _report(party, server_round, run, cfg, agreed, streams, ledger, release, sigma, q, 1, **mode)
+    return _reply(msg, model, MetricRecord({WEIGHT: 1}), report)
+
+
 def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     """Non-private runs only: per-client metrics of a private run would be an un-noised release."""
+    if reason := check_first_message(context, overrides, locate_party):  # once per run: `fedrec check`
+        return _refuse(msg, DATA_UNUSABLE, reason)
     cfg, party, catalogue, users = _load_data(context, overrides)
     if cfg.private:
         return Message(RecordDict({"metrics": MetricRecord({WEIGHT: 1})}), reply_to=msg)

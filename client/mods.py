@@ -14,6 +14,7 @@ ClientApp serves plain, client-level-DP and SecAgg+ federations alike. Order, ou
 from __future__ import annotations
 
 import json
+import warnings
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
@@ -25,6 +26,16 @@ from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddic
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from shared.adapters import ADAPTER_NAMES, WEIGHT, record_from_list
+
+# Two warnings every private round raises in a client process (client/train.py), known to be harmless here:
+# - Opacus' "Secure RNG turned off": Opacus' secure_mode would draw its noise from torchcsprng, which has
+#   no build for this torch; the noise generator we hand Opacus is instead seeded afresh from the OS's
+#   secure source every round (client/randomness.py), so the server cannot predict the noise.
+# - torch's "Full backward hook is firing ... no inputs require gradients": Opacus' per-sample gradient
+#   hooks sit on layers whose inputs (token ids, frozen encoder outputs) need no gradient; the hooks use
+#   the gradient of the layers' outputs and their saved activations, which are all there.
+warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 
 def only_when(applies, mod: Mod) -> Mod:

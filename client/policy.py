@@ -10,6 +10,10 @@ keys, all optional except `population`:
     min-noise-multiplier  σ never below this
     max-epsilon           target ε and cap never above this
     max-delta             refuse a run config whose δ is larger
+    trust                 federation mode (`shared/federation.py`): whom the partner's ε must hold against.
+                          "share" (default without SecAgg+, and the safe choice): a server that sees this
+                          partner's noise share, or colludes with every other client; "aggregate" (default
+                          with SecAgg+): a server that sees only the sum of the shares
 
 `terms()` joins the two: it returns what this client will actually do, or raises `Refusal` with the
 reason, which the client sends back instead of an update.
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import RunConfig
+from shared.federation import AGGREGATE, SHARE, VIEWS, FederationNoise
 
 
 class Refusal(ValueError):
@@ -35,6 +40,7 @@ class PartnerPolicy:
     min_noise_multiplier: float = 0.0
     max_epsilon: float = math.inf
     max_delta: float = 1.0
+    trust: str | None = None  # federation mode: AGGREGATE or SHARE; None = the view the run offers
 
     @classmethod
     def from_node_config(cls, node: dict[str, Any]) -> PartnerPolicy:
@@ -57,7 +63,11 @@ class PartnerPolicy:
         require = str(node.get("require-private", "true")).lower()
         if require not in ("true", "false", "1", "0"):
             raise Refusal(f"node-config 'require-private': true or false, got {node['require-private']!r}")
+        trust = node.get("trust")
+        if trust is not None and str(trust) not in VIEWS:
+            raise Refusal(f"node-config 'trust': one of {', '.join(VIEWS)}, got {trust!r}")
         return cls(
+            trust=None if trust is None else str(trust),
             population=population,
             require_private=require in ("true", "1"),
             min_noise_multiplier=number("min-noise-multiplier", 0.0, 0.0),
@@ -77,6 +87,9 @@ class Terms:
     epsilon_cap: float | None
     noise_floor: float  # σ from the run config (fixed σ) or the partner's minimum
     population: int
+    max_epsilon: float = math.inf  # the partner's own ceiling (federation mode: checked over the plan)
+    min_noise_multiplier: float = 0.0  # the partner's own floor on σ
+    trust: str | None = None
 
 
 def terms(cfg: RunConfig, policy: PartnerPolicy) -> Terms:
@@ -103,4 +116,27 @@ def terms(cfg: RunConfig, policy: PartnerPolicy) -> Terms:
         epsilon_cap=min(caps) if caps else None,
         noise_floor=max(policy.min_noise_multiplier, 0.0 if target > 0 else cfg.noise_multiplier),
         population=policy.population,
+        max_epsilon=policy.max_epsilon,
+        min_noise_multiplier=policy.min_noise_multiplier,
+        trust=policy.trust,
     )
+
+
+def federation_view(agreed: Terms, noise: FederationNoise) -> tuple[str, float]:
+    """Federation mode: (the view this partner's ε is kept under, σ against it), or Refusal.
+
+    The partner does not change the run's σ (every client must add the same share); it takes part only
+    if σ under the trust model it states is at least its floor.
+    """
+    view = agreed.trust or noise.offered
+    if view == AGGREGATE and noise.offered != AGGREGATE:
+        raise Refusal(
+            "node-config trust=aggregate needs secure aggregation; the run has secure-aggregation=false"
+        )
+    sigma = noise.view_sigma(view) if view in (AGGREGATE, SHARE) else math.nan
+    if agreed.private and sigma < agreed.min_noise_multiplier:
+        raise Refusal(
+            f"σ against the {view!r} view is {sigma:.4g}, below the partner's min-noise-multiplier"
+            f" {agreed.min_noise_multiplier:g}"
+        )
+    return view, sigma

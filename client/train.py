@@ -29,26 +29,30 @@ from torch.utils.data import DataLoader, Dataset
 
 from client.randomness import Randomness
 from shared.config import RunConfig
-from shared.model import Recommender
+from shared.model import Recommender, param_group
 from shared.privacy import History
+
+_RUN = RunConfig()  # every default lives in shared/config.py (tested equal to pyproject's)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    local_steps: int = 15
-    batch_size: int = 200
-    learning_rate: float = 0.001  # user head
-    bias_learning_rate: float = 0.05  # item bias: a popularity prior, the most DP-robust signal
-    item_id_learning_rate: float = 0.01  # item ID residuals (models with item_id_rank > 0)
-    lora_learning_rate: float = 0.001  # LoRA moves the item tower: smaller steps, DP noise there hurts more
-    private: bool = True
-    noise_multiplier: float = 1.0
-    max_grad_norm: float = 1.0
-    num_negatives: int = 1  # per example, encoded with gradient: each costs one more encoder pass
-    hard_negatives: int = 1  # of which drawn from the positive's nearest neighbours
+    """The training knobs of one round, `from_run_config`; the defaults are the run config's."""
+
+    local_steps: int = _RUN.local_steps
+    batch_size: int = _RUN.batch_size
+    learning_rate: float = _RUN.learning_rate  # user head
+    bias_learning_rate: float = _RUN.bias_learning_rate  # item bias: a popularity prior, DP-robust
+    item_id_learning_rate: float = _RUN.item_id_learning_rate  # item ID residuals (item_id_rank > 0)
+    lora_learning_rate: float = _RUN.lora_learning_rate  # LoRA moves the item tower: smaller steps
+    private: bool = _RUN.private
+    noise_multiplier: float = _RUN.noise_multiplier
+    max_grad_norm: float = _RUN.max_grad_norm
+    num_negatives: int = _RUN.num_negatives  # per example, encoded with gradient: one encoder pass each
+    hard_negatives: int = _RUN.hard_negatives  # of which drawn from the positive's nearest neighbours
     # Next-item positions of a user's sequence averaged into its one example (its clipped gradient): more
     # of each user's signal per step at no privacy cost. Candidates are encoded for the first one only.
-    positions_per_user: int = 1
+    positions_per_user: int = _RUN.positions_per_user
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, noise_multiplier: float) -> TrainSettings:
@@ -224,7 +228,7 @@ def train_round(
     groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "ids": [], "head": []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups[_group(name)].append(p)
+            groups[param_group(name)].append(p)
     rates = {
         "lora": settings.lora_learning_rate,
         "bias": settings.bias_learning_rate,
@@ -282,15 +286,6 @@ def train_round(
     )
 
 
-def _group(name: str) -> str:
-    """Which learning rate a trained tensor gets."""
-    if "lora_" in name:
-        return "lora"
-    if name.startswith("item_bias"):
-        return "bias"
-    return "ids" if name.startswith("item_ids") else "head"
-
-
 def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor:
     """Mean over the batch of each example's candidate loss + full-catalogue loss (history masked out).
 
@@ -308,6 +303,66 @@ def example_loss(net, ids, mask, pooled, items, seen, catalogue) -> torch.Tensor
     if candidate_logits.shape[1]:
         loss = loss + cross_entropy(candidate_logits, torch.zeros(len(ids), dtype=torch.long))
     return loss
+
+
+def federation_share(
+    model: Recommender,
+    histories: list[list[int]],
+    item_vectors: np.ndarray,
+    tokens: tuple[torch.Tensor, torch.Tensor],
+    settings: TrainSettings,
+    *,
+    sample_rate: float,
+    share_noise: float,
+    scale: float,
+    randomness: Randomness,
+    probe: StepProbe | None = None,
+) -> TrainResult:
+    """This client's share of a federation-mode round (`shared/federation.py`), applied to `model`.
+
+    One Opacus DP-SGD step: the local users are Poisson-sampled at the federation's rate q, each sampled
+    user's gradient at the global model is clipped to C, N(0, (share_noise·C)²) is added to the sum, and
+    the sum is divided by the public `scale` (q·N, the same at every client). Plain SGD with learning
+    rate 1 applies it, so `model` ends at global − share: a reply of the same form as a partner-mode one
+    (the new adapters), from which the server recovers the share. The server, not the client, steps.
+    """
+    users = trainable_users(histories)
+    if not users:
+        raise ValueError("no local user has two or more training items: nothing to train on")
+    data = UserExamples(model, users, item_vectors, tokens, settings, draws=randomness.examples)
+    loader = DPDataLoader(data, sample_rate=sample_rate, generator=randomness.sampling)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    engine = PrivacyEngine(accountant="prv")
+    net, optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(params, lr=1.0),
+        data_loader=loader,
+        noise_multiplier=share_noise,
+        max_grad_norm=settings.max_grad_norm,
+        poisson_sampling=False,  # the loader above already samples, at the federation's rate
+        noise_generator=randomness.noise,
+    )
+    optimizer.expected_batch_size = scale  # Opacus divides the noised sum by this: q·N, public
+    ids, mask, pooled, items, seen = next(iter(loader))
+    optimizer.zero_grad(set_to_none=True)
+    loss = float("nan")
+    if len(ids) == 0:
+        _empty_batch(params)
+    else:
+        batch_loss = example_loss(net, ids, mask, pooled, items, seen, torch.from_numpy(item_vectors))
+        batch_loss.backward()
+        loss = batch_loss.item()
+    if probe is not None:
+        probe.before_step(0, optimizer)
+    optimizer.step()
+    if probe is not None:
+        probe.after_step(0, optimizer)
+    history: History = list(engine.accountant.history)
+    net._close()
+    return TrainResult(
+        steps=1, examples=len(ids), users=len(users), sample_rate=sample_rate, mean_loss=loss, history=history
+    )
 
 
 def _empty_batch(params: list[torch.nn.Parameter]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -23,22 +25,25 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.report import print_demo, print_summary
-    from simulations.run import simulate
+    from simulations.run import console, simulate
 
-    summary = simulate(
-        args.out,
-        num_clients=args.clients,
-        partition=args.partition,
-        sizes=args.sizes,
-        alpha=args.alpha,
-        catalogue=args.catalogue,
-        events=args.events,
-        shop_seed=args.shop_seed,
-        overrides=_overrides(args.run_config),
-    )
-    print_summary(summary, Path(args.out))
-    if not args.no_demo:
-        print_demo(summary)
+    with console(verbose=args.verbose):
+        summary = simulate(
+            args.out,
+            num_clients=args.clients,
+            partition=args.partition,
+            sizes=args.sizes,
+            alpha=args.alpha,
+            catalogue=args.catalogue,
+            events=args.events,
+            shop_seed=args.shop_seed,
+            overrides=_overrides(args.run_config),
+            partition_by=args.partition_by,
+            quiet=not args.verbose,
+        )
+        print_summary(summary, Path(args.out))
+        if not args.no_demo:
+            print_demo(summary)
     return 0
 
 
@@ -53,11 +58,30 @@ def _printable(text: str) -> str:
 
 def _show(recs, as_json: bool) -> None:
     if as_json:  # JSON escapes control characters itself
-        print(json.dumps([r.__dict__ for r in recs], indent=2))
+        print(json.dumps([asdict(r) for r in recs], indent=2))
         return
     for rank, r in enumerate(recs, 1):
         price = f"  ${r.price:.2f}" if r.price == r.price and r.price is not None else ""
         print(f"{rank:2d}. {r.score:6.3f}  {_printable(r.item_id)}  {_printable(r.title)}{price}")
+        if r.reasons:  # --explain: what earned the score (history items or query words), largest first
+            shares = ", ".join(
+                f"{_printable(x.text if x.kind != 'item' else x.text or x.key)} +{x.weight:.3f}"
+                for x in r.reasons
+            )
+            print(f"      because: {shares}")
+
+
+def _filters(args: argparse.Namespace):
+    """--category / --brand / --min-price / --max-price as client.device.Filters (None: no filter)."""
+    from client.device import Filters
+
+    filters = Filters(
+        categories=tuple(args.category or ()),
+        brands=tuple(args.brand or ()),
+        min_price=args.min_price,
+        max_price=args.max_price,
+    )
+    return filters or None
 
 
 def _ids(item_ids: list[str], shown: int = 5) -> str:
@@ -110,23 +134,72 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    _show(device.recommend(known, k=args.k, exclude=exclude), args.json)
+    options = {"filters": _filters(args), "diversity": args.diversity, "explain": args.explain}
+    _show(device.recommend(known, k=args.k, exclude=exclude, **options), args.json)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """k and the query are checked (a long query is cut, and said so) before anything loads."""
-    from client.device import MAX_QUERY_CHARS, Device, check_k, clean_query
+    """k, the query and the filters are checked (a long query is cut, and said so) before anything loads."""
+    from client.device import MAX_QUERY_CHARS, Device, check_k, clean_query, read_history
 
     check_k(args.k)
     query, cut = clean_query(args.query)
+    filters = _filters(args)
+    if (args.personalize > 0) != bool(args.history):
+        raise ValueError("personalized search needs both --history and --personalize (a share in (0, 1])")
+    history = read_history(args.history)[0] if args.history else None
     if cut:
         print(
             f"fedrec {args.command}: the query is {len(args.query.strip())} characters long; "
             f"only its first {MAX_QUERY_CHARS} are searched",
             file=sys.stderr,
         )
-    _show(Device(args.artifact, publisher_key=_pinned_key(args)).search(query, k=args.k), args.json)
+    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    options = {"filters": filters, "diversity": args.diversity, "explain": args.explain}
+    if history is not None:
+        options.update(history=[i for i in history if i in device.position], personalize=args.personalize)
+    _show(device.search(query, k=args.k, **options), args.json)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    """Substitutes (nearest items) or, with --complements, items of other categories that go with it."""
+    from client.device import Device, check_k
+
+    check_k(args.k)
+    filters = _filters(args)
+    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    find = device.complements if args.complements else device.similar
+    _show(find(args.item_id, k=args.k, filters=filters, diversity=args.diversity), args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The device as a local HTTP service and page (client/device/serve.py), until interrupted."""
+    from client.device import Device
+    from client.device.serve import LOCAL_HOSTS, serve
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
+    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    if args.host not in LOCAL_HOSTS:
+        print(
+            f"fedrec serve: serving {args.host}, not only this machine: anyone who reaches it can use it",
+            file=sys.stderr,
+        )
+    serve(device, args.host, args.port)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """`index add`: new items by their text, published as the next round, signed with --key."""
+    from client.device.index_add import add_items
+
+    folder = add_items(args.artifact, args.items, args.key)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    added = manifest["info"]["items_added"]["count"]
+    print(f"published {folder} ({manifest['version']}): {manifest['n_items']} items, {added} added by text")
     return 0
 
 
@@ -203,6 +276,43 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """certs / keys: files for the operator; run: `flwr run`, then a bounded wait on the run's status."""
+    from fedrec import deploy
+
+    if args.action == "certs":
+        files = deploy.make_certs(args.out, tuple(args.host or deploy.LOOPBACK), days=args.days)
+        secret = {
+            deploy.CA_KEY: "private: the operator's, offline",
+            deploy.SERVER_KEY: "private: the SuperLink's",
+        }
+        for name, path in files.items():
+            print(f"{name}: {path}" + (f"  ({secret[name]})" if name in secret else ""))
+        return 0
+    if args.action == "keys":
+        for private, public in deploy.make_keys(args.out, args.nodes):
+            print(f"{private}  (private: give it to that SuperNode only)  {public}  (register it)")
+        return 0
+    env = deploy.flower_env(args.flwr_home)
+    run_id = deploy.start_run(args.app, args.connection, args.run_config, env, args.federation_config)
+    print(
+        f"run {run_id} submitted; waiting at most {args.timeout:.0f} s ({args.pending_timeout:.0f} s pending)"
+    )
+    try:
+        status = deploy.wait_for_run(run_id, args.connection, env, args.timeout, args.pending_timeout)
+    except deploy.RunFailed as err:
+        with contextlib.suppress(RuntimeError):
+            print(deploy.run_logs(run_id, args.connection, env)[-6000:], file=sys.stderr)
+        print(f"fedrec deploy run: {_printable(str(err))}", file=sys.stderr)
+        return 1
+    logs = deploy.run_logs(run_id, args.connection, env)
+    for line in logs.splitlines():
+        if "published global item index" in line or " ε = " in line or "NOT PRIVATE" in line:
+            print(_printable(line))
+    print(f"run {run_id}: {status}")
+    return 0
+
+
 def _publisher_key_option(parser: argparse.ArgumentParser) -> None:
     """--publisher-key, for the commands that load a published artifact."""
     parser.add_argument(
@@ -210,6 +320,22 @@ def _publisher_key_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the publisher's public key (PEM) to pin (default: the run folder's server/publisher.pub)",
     )
+
+
+def _result_options(parser: argparse.ArgumentParser, explain: str | None) -> None:
+    """Filters, diversity (and --explain) for the on-device commands."""
+    parser.add_argument("--category", action="append", help="only this category or one below it (repeatable)")
+    parser.add_argument("--brand", action="append", help="only this brand (repeatable)")
+    parser.add_argument("--min-price", type=float, help="only items priced at least this")
+    parser.add_argument("--max-price", type=float, help="only items priced at most this")
+    parser.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        help="MMR re-ranking for variety, 0 (off, default) to 1 (variety over relevance)",
+    )
+    if explain:
+        parser.add_argument("--explain", action="store_true", help=f"show {explain}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="run a federated simulation and publish the item index")
     sim.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    sim.add_argument("--clients", type=int, default=2, help="number of simulated clients (SuperNodes)")
+    sim.add_argument(
+        "--clients",
+        type=int,
+        default=3,
+        help="number of simulated clients (SuperNodes); 3 by default, so that SecAgg+ hides one share",
+    )
     sim.add_argument("--partition", default="iid", choices=["iid", "dirichlet", "user", "sizes"])
     sim.add_argument(
         "--sizes",
@@ -230,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--alpha", type=float, default=0.5, help="Dirichlet concentration for --partition dirichlet"
     )
+    sim.add_argument(
+        "--partition-by",
+        metavar="COLUMN",
+        help="natural partitions: one client per value of this column of the logs, e.g. shop or region"
+        " (--clients and --partition are then not used)",
+    )
     sim.add_argument("--catalogue", help="catalogue CSV/Parquet (default: the embedded shop)")
     sim.add_argument("--events", help="behaviour-log CSV/Parquet (default: the embedded shop)")
     sim.add_argument("--shop-seed", type=int, default=0, help="seed of the embedded shop generator")
@@ -237,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-config", action="append", default=[], help='Flower run-config overrides, "k=v k2=v2"'
     )
     sim.add_argument("--no-demo", action="store_true", help="skip the example recommendations at the end")
+    sim.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Flower's and Ray's logs, and the simulated clients' output (quiet by default)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     rec = sub.add_parser("recommend", help="on-device recommendations from a published index")
@@ -248,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _publisher_key_option(rec)
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")
+    _result_options(rec, explain="the history items that added most to each score")
     rec.set_defaults(func=cmd_recommend)
 
     search = sub.add_parser("search", help="on-device product search in a published index")
@@ -256,7 +400,47 @@ def build_parser() -> argparse.ArgumentParser:
     _publisher_key_option(search)
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
+    search.add_argument("--history", help="personalized search: the shopper's history (as for recommend)")
+    search.add_argument(
+        "--personalize",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --history: rank by (1 - SHARE) x query + SHARE x the shopper's profile (default 0)",
+    )
+    _result_options(search, explain="the query words (and history items) that added most to each score")
     search.set_defaults(func=cmd_search)
+
+    sim_items = sub.add_parser("similar", help="on-device: items like this one, or that go with it")
+    sim_items.add_argument("item_id")
+    sim_items.add_argument("--artifact", required=True)
+    sim_items.add_argument(
+        "--complements",
+        action="store_true",
+        help="items of other categories that go with it (the model's next-item prediction from it)",
+    )
+    _publisher_key_option(sim_items)
+    sim_items.add_argument("-k", type=int, default=10)
+    sim_items.add_argument("--json", action="store_true")
+    _result_options(sim_items, explain=None)
+    sim_items.set_defaults(func=cmd_similar)
+
+    srv = sub.add_parser("serve", help="on-device: a local HTTP API and page over a published index")
+    srv.add_argument("--artifact", required=True, help="published index folder, or its root (LATEST)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _publisher_key_option(srv)
+    srv.set_defaults(func=cmd_serve)
+
+    idx = sub.add_parser("index", help="publisher: change a published index")
+    idx_actions = idx.add_subparsers(dest="action", required=True)
+    add = idx_actions.add_parser(
+        "add", help="append new items from their text alone as the next signed version (no retraining)"
+    )
+    add.add_argument("--artifact", required=True, help="the publication root (or its newest v<NNNN> folder)")
+    add.add_argument("--items", required=True, help="catalogue CSV/Parquet of the new items only")
+    add.add_argument("--key", required=True, help="the publisher's private key (publisher.key) to sign with")
+    add.set_defaults(func=cmd_index)
 
     aud = sub.add_parser("audit", help="verify every privacy ledger of a run and report ε per client")
     aud.add_argument("run_dir")
@@ -308,6 +492,43 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("path", help="the privacy ledger (privacy-ledger.jsonl)")
     rep.add_argument("--reason", help="why, recorded in the repair entry (default: an interrupted append)")
     rep.set_defaults(func=cmd_ledger)
+
+    dep = sub.add_parser("deploy", help="operator helpers for a deployment: TLS files, SuperNode keys, runs")
+    dep_actions = dep.add_subparsers(dest="action", required=True)
+    certs = dep_actions.add_parser("certs", help="a development CA and the SuperLink's TLS certificate")
+    certs.add_argument("out", help="folder for ca.crt, ca.key, server.pem, server.key")
+    certs.add_argument(
+        "--host",
+        action="append",
+        help="a name or IP the certificate is for (repeat; default: 127.0.0.1 localhost)",
+    )
+    certs.add_argument("--days", type=int, default=365, help="validity (default: 365)")
+    certs.set_defaults(func=cmd_deploy)
+    keys = dep_actions.add_parser("keys", help="SuperNode authentication key pairs (OpenSSH, EC P-384)")
+    keys.add_argument("out", help="folder for supernode-<i> (private) and supernode-<i>.pub")
+    keys.add_argument("--nodes", type=int, required=True, help="how many SuperNodes")
+    keys.set_defaults(func=cmd_deploy)
+    drun = dep_actions.add_parser(
+        "run", help="flwr run with no runtime installs, then wait (bounded) for the run to finish"
+    )
+    drun.add_argument("app", nargs="?", default=".", help="the Flower app folder (default: .)")
+    drun.add_argument("connection", nargs="?", help="SuperLink connection in $FLWR_HOME/config.toml")
+    drun.add_argument("--run-config", action="append", default=[], help='run-config overrides, "k=v k2=v2"')
+    drun.add_argument(
+        "--federation-config",
+        action="append",
+        default=[],
+        help='a local simulation\'s settings, e.g. "num-supernodes=2 client-resources-num-cpus=1"',
+    )
+    drun.add_argument("--flwr-home", help="FLWR_HOME (default: the environment's, else ~/.flwr)")
+    drun.add_argument("--timeout", type=float, default=3600, help="seconds before the run is stopped")
+    drun.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=300,
+        help="seconds a run may stay pending before it is stopped",
+    )
+    drun.set_defaults(func=cmd_deploy)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 The artifact is computed from public item text and the aggregated (DP-trained) adapter only, so it
 carries the same guarantee as the adapter: publishing it costs no extra privacy (post-processing).
+Publishers into one root take turns under its publish lock (shared/artifact.py): a round is claimed
+once, and LATEST never moves back to an older round.
 """
 
 from __future__ import annotations

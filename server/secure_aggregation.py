@@ -34,6 +34,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 
 from server.client_privacy import ClientLevelDP
+from server.federation import ServerStep, TooFewShares
 from server.release_book import ReleaseBook
 from shared.adapters import ADAPTER_NAMES, record_from_list
 from shared.config import RunConfig
@@ -56,6 +57,9 @@ class SecureRecorder(Strategy):
     book: ReleaseBook
     client_dp: ClientLevelDP | None = None
     shapes: list[tuple[int, ...]] | None = None  # the adapters' shapes, in the order of the unnamed list
+    federation: ServerStep | None = None  # federation mode: the mean becomes one server step
+    names: list[str] | None = None  # the adapters' names, in the order of the unnamed list
+    current: list[np.ndarray] | None = None  # the global model this round was configured with
     refused: dict[int, list[str]] = field(default_factory=dict)
     skipped: dict[int, list[str]] = field(default_factory=dict)
     stopped: dict[int, str] = field(default_factory=dict)
@@ -70,6 +74,7 @@ class SecureRecorder(Strategy):
                 f"client-level privacy budget: the next release would pass ε cap {self.client_dp.cap:g}"
             )
             return []
+        self.current = parameters_to_ndarrays(parameters)
         return self.strategy.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(
@@ -95,8 +100,23 @@ class SecureRecorder(Strategy):
             reason = f"aggregate refused, previous global kept: {problem}"
             self.refused.setdefault(server_round, []).append(reason)
             parameters = None  # Flower's fit workflow then keeps the previous global model
+        if parameters is not None and self.federation is not None:
+            parameters = self.federation_step(server_round, parameters, len(results))
         self.train_metrics[server_round] = {k: float(v) for k, v in metrics.items()}
         return parameters, metrics
+
+    def federation_step(self, server_round: int, parameters: Parameters, n: int) -> Parameters | None:
+        """Federation mode: the unmasked mean of n replies becomes one server step (server/federation.py)."""
+        assert self.federation is not None and self.names is not None and self.current is not None
+        mean = dict(zip(self.names, parameters_to_ndarrays(parameters), strict=True))
+        try:
+            new = self.federation.step(
+                server_round, dict(zip(self.names, self.current, strict=True)), mean, n
+            )
+        except TooFewShares as err:
+            self.skipped.setdefault(server_round, []).append(str(err))
+            return None
+        return ndarrays_to_parameters([new[k] for k in self.names])
 
     def check_aggregate(self, parameters: Parameters) -> str | None:
         """What is wrong with the unmasked aggregate (shapes, non-finite values), or None if nothing."""
@@ -135,6 +155,7 @@ def run_secure(
     evaluate_fn,
     client_dp: ClientLevelDP | None,
     book: ReleaseBook,
+    federation: ServerStep | None = None,
 ) -> tuple[ArrayRecord, SecureRecorder, dict[int, MetricRecord]]:
     """Run the federation under SecAgg+; returns the final adapters, the recorder and central metrics."""
     names = list(initial.keys())
@@ -145,6 +166,8 @@ def run_secure(
         if evaluate_fn is None:
             return None
         metrics = evaluate_fn(server_round, record_from_list(ndarrays, names))
+        if metrics is None:  # a round the evaluator skips
+            return None
         central[server_round] = metrics
         return 0.0, dict(metrics)
 
@@ -166,9 +189,12 @@ def run_secure(
         strategy = DifferentialPrivacyClientSideFixedClipping(
             strategy, client_dp.sigma, client_dp.clipping_norm, n
         )
-    recorder = SecureRecorder(strategy, book, client_dp, [tuple(initial[k].shape) for k in names])
+    shapes = [tuple(initial[k].shape) for k in names]
+    recorder = SecureRecorder(strategy, book, client_dp, shapes, federation=federation, names=names)
     legacy = LegacyContext(
-        context=context, config=ServerConfig(num_rounds=cfg.num_server_rounds), strategy=recorder
+        context=context,
+        config=ServerConfig(num_rounds=cfg.num_server_rounds, round_timeout=cfg.round_timeout),
+        strategy=recorder,
     )
     workflow = DefaultWorkflow(
         fit_workflow=SecAggPlusWorkflow(

@@ -28,10 +28,11 @@ from flwr.supercore import log
 
 from server.client_privacy import ClientLevelDP
 from server.release_book import ReleaseBook
+from server.wrapper import StrategyWrapper
 from shared.adapters import AdapterLeakError, from_record
 
 
-class AdapterGuard(Strategy):
+class AdapterGuard(StrategyWrapper):
     def __init__(
         self,
         strategy: Strategy,
@@ -40,7 +41,7 @@ class AdapterGuard(Strategy):
         client_dp: ClientLevelDP | None,
         max_update_norm: float,
     ) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.expected = expected
         self.book = book
         self.client_dp = client_dp
@@ -111,14 +112,3 @@ class AdapterGuard(Strategy):
         norm = math.sqrt(squares)
         if not norm <= self.max_update_norm:
             raise ValueError(f"update norm {norm:.4g} > max-update-norm {self.max_update_norm:g}")
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.strategy.summary()

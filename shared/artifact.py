@@ -13,7 +13,13 @@ One published round is one folder, `<root>/v<NNNN>`, written once and never chan
 - `manifest.sig`       the 64 raw bytes of the publisher's Ed25519 signature over the exact bytes of
                        `manifest.json`: as the manifest lists every other file's hash, it covers them all
 
-`<root>/LATEST` names the newest folder. A device pins the publisher's public key (given out of band);
+`<root>/LATEST` names the newest folder. Publishers into one root take turns: an exclusive lock on
+`<root>/.publish.lock` (an empty file, `shared/durable.py`'s `exclusive_lock`) is held from the check that
+the round is new, through the rename of the finished folder, to the rewrite of LATEST; so two publishers
+never both claim one round, and LATEST never goes back to an older round. The files are built in a
+private temp folder beforehand (outside the lock), each fsynced, then the folder, before the rename.
+
+A device pins the publisher's public key (given out of band);
 `latest` and `load_artifact` check, in this order, refusing with an ArtifactError naming the file at fault:
 
 1. no symbolic link: not `LATEST`, not the folder, not any entry in it; only regular files;
@@ -28,7 +34,7 @@ One published round is one folder, `<root>/v<NNNN>`, written once and never chan
    inner product, the manifest's dimension and item count; then the items and the adapter.
 
 Refusing a round older than one already accepted (a rolled-back `LATEST`) is the device's job, as only it
-knows what it accepted (client/device.py).
+knows what it accepted (client/device/trust.py).
 
 The vectors are not shipped a second time as .npy: both index types store them flat and exactly, so
 `Artifact.item_vectors()` reconstructs them from the index, and there is a single source of truth.
@@ -64,7 +70,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from shared import signing
-from shared.durable import write_bytes
+from shared.durable import exclusive_lock, fsync_folder, write_bytes
 from shared.encoder import HIDDEN_SIZE, WEIGHTS_SHA256
 from shared.model import MAX_HISTORY_LENGTH, ModelConfig
 from shared.signing import SIGNATURE_BYTES, PrivateKeyLike, PublicKeyLike
@@ -84,6 +90,7 @@ DISPLAY_COLUMNS = ("title", "brand", "category", "price")
 LIBRARIES = ("fedrec", "torch", "transformers", "peft", "faiss", "flwr")
 DATA_FILES = ("index.faiss", "items.parquet", "adapter.safetensors", "model.json")
 MANIFEST, SIGNATURE, LATEST_FILE = "manifest.json", "manifest.sig", "LATEST"
+PUBLISH_LOCK = ".publish.lock"  # in the root: held while a round is claimed and LATEST rewritten
 MAX_MANIFEST_BYTES = 16 << 20  # read before it is verified: bounded
 INDEX_HEADERS = {"IndexFlatIP": b"IxFI", "IndexHNSWFlat": b"IHNf"}  # the 4 bytes FAISS starts each with
 _FOLDER = re.compile(r"^v(\d{4,})$")
@@ -228,15 +235,19 @@ def write_artifact(
         manifest_bytes = _json_bytes(MANIFEST, manifest)
         (tmp / MANIFEST).write_bytes(manifest_bytes)
         (tmp / SIGNATURE).write_bytes(signing.sign(key, manifest_bytes))  # over the very bytes a device reads
+        for name in (*DATA_FILES, MANIFEST, SIGNATURE):
+            _fsync_file(tmp / name)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        try:
+        fsync_folder(tmp)
+        with exclusive_lock(root / PUBLISH_LOCK):  # one publisher at a time claims a round and LATEST
+            if final.exists():  # published by another publisher since the check above
+                raise ArtifactError(final, None, exists)
             os.rename(tmp, final)
-        except OSError as err:  # published concurrently
-            raise ArtifactError(final, None, exists) from err
+            fsync_folder(root)
+            _update_latest(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _update_latest(root)
     return final
 
 
@@ -304,6 +315,15 @@ def _update_latest(root: Path) -> None:
     write_bytes(root / LATEST_FILE, (_published(root)[-1][1].name + "\n").encode("utf-8"))
 
 
+def next_round(root: str | Path) -> int:
+    """The round after the highest one published in `root` (0 if none): the round of a new version that
+    is no training round, e.g. items added by text (client/device/index_add.py), so it is never a
+    rollback and never overwrites."""
+    root = Path(root)
+    rounds = _published(root) if root.is_dir() else []
+    return rounds[-1][0] + 1 if rounds else 0
+
+
 def _published(root: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _FOLDER.match(p.name))]
     return sorted(found)
@@ -315,6 +335,14 @@ def _json_bytes(name: str, data: Any) -> bytes:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: not JSON-serialisable without NaN/inf (use null): {err}") from None
     return (text + "\n").encode("utf-8")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sha256(path: Path) -> str:

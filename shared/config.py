@@ -57,6 +57,7 @@ NOISE = Range(low=0, note="0 = no noise")
 NO_CAP = Range(low=0, note="0 = no cap")
 
 
+DP_MODES = ("partner", "federation")
 LOCAL_PATH_KEYS = ("run-dir", "catalogue", "central-eval")  # where files are on one machine, not settings
 
 
@@ -67,12 +68,12 @@ def ranged(default: Any, allowed: Range) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    num_server_rounds: int = ranged(4, COUNT)
+    num_server_rounds: int = ranged(200, COUNT)
     fraction_train: float = ranged(1.0, Range(0, 1, open_low=True))
     min_clients: int = ranged(2, COUNT)  # wait until this many clients are connected before a round
     local_steps: int = ranged(15, COUNT)
     batch_size: int = ranged(200, COUNT)
-    learning_rate: float = ranged(0.001, POSITIVE)  # user head
+    learning_rate: float = ranged(0.003, POSITIVE)  # user head
     bias_learning_rate: float = ranged(0.05, POSITIVE)  # item bias
     item_id_learning_rate: float = ranged(0.01, POSITIVE)  # item ID residuals (with item-id-rank > 0)
     lora_learning_rate: float = ranged(0.001, POSITIVE)
@@ -98,11 +99,24 @@ class RunConfig:
     # Adam moves a coordinate ≈ lr a step, so ≲ local-steps·√(Σ lr²·size), mostly the item bias: 0.75·√n_items
     # by default (measured 1.7-2.4 on 12 items). 1000 keeps catalogues up to ~1.7M items; raise with lr·steps
     max_update_norm: float = ranged(1000.0, POSITIVE)
-    secure_aggregation: bool = False  # Flower SecAgg+: the server only ever sees the sum of the updates
+    # seconds the server waits for a round's replies; who has not answered by then is a dropout (a round
+    # still needs min-clients replies, and federation mode its noise shares)
+    round_timeout: float = ranged(600.0, POSITIVE)
+    secure_aggregation: bool = True  # Flower SecAgg+: the server only ever sees the sum of the updates
+    # "partner": each partner runs DP-SGD over its own users (local steps, its own σ and q). "federation":
+    # user-level DP-FedAvg: each round is one noisy step over users Poisson-sampled at one federation-wide
+    # rate; each client adds a secret noise share σ·C/√min-clients, the server takes an Adam step
+    # (shared/federation.py, server/federation.py)
+    dp_mode: str = "federation"
+    # federation mode: the Poisson rate every client samples its users at, each round (public)
+    federation_sample_rate: float = ranged(0.1, Range(0, 1, open_low=True))
+    # federation mode: the federation's declared user total (the sum of the partners' public population
+    # bounds). It scales every share alike (sum / (rate · population)); 0 = not declared, refused
+    federation_population: int = ranged(0, Range(0, note="0 = not declared"))
     # upper bounds as the artifact's (shared/artifact.py): a run must not train what it cannot publish
-    lora_rank: int = ranged(4, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
+    lora_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
     # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
-    item_id_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = off"))
+    item_id_rank: int = ranged(16, Range(0, HIDDEN_SIZE, note="0 = off"))
     num_negatives: int = ranged(1, AT_LEAST_0)
     hard_negatives: int = ranged(1, AT_LEAST_0)  # some of the num-negatives: at most that many
     history_length: int = ranged(20, Range(1, MAX_HISTORY_LENGTH))
@@ -112,7 +126,8 @@ class RunConfig:
     seed: int = ranged(0, Range(0, 2**32 - 1))
     run_dir: str = "runs/flwr"
     catalogue: str = ""  # public catalogue file (server: publication; clients: item texts)
-    central_eval: str = ""  # simulation only: a file of all users' splits for centrally computed metrics
+    # simulation only: all users' splits, read by the driver's central evaluator (simulations/evaluation.py)
+    central_eval: str = ""
 
     def __post_init__(self) -> None:
         # Direct construction (tests, benchmarks) is checked like Flower's dict; ints given for floats
@@ -121,6 +136,13 @@ class RunConfig:
         for f in fields(self):
             value = _parse(_key(f.name), getattr(self, f.name), kinds[f.name], f.metadata.get("range"))
             object.__setattr__(self, f.name, value)
+        if self.dp_mode not in DP_MODES:
+            raise ValueError(f"run-config 'dp-mode': one of {', '.join(DP_MODES)}, not {self.dp_mode!r}")
+        if self.federation_dp and self.client_level_dp:
+            raise ValueError(
+                "run-config 'dp-mode' = federation with 'client-noise-multiplier' > 0: choose one;"
+                " federation mode already adds its noise to the aggregate"
+            )
         if self.client_clipping not in ("server", "client"):
             raise ValueError(f"run-config 'client-clipping': server or client, not {self.client_clipping!r}")
         if self.hard_negatives > self.num_negatives:
@@ -137,6 +159,11 @@ class RunConfig:
     @property
     def client_level_dp(self) -> bool:
         return self.client_noise_multiplier > 0
+
+    @property
+    def federation_dp(self) -> bool:
+        """User-level DP-FedAvg (one noisy step a round, noise shared out among the clients)."""
+        return self.dp_mode == "federation"
 
     @classmethod
     def from_flower(cls, raw: dict[str, Any]) -> RunConfig:
@@ -161,6 +188,15 @@ class RunConfig:
     def without_paths(self) -> dict[str, Any]:
         """`to_flower()` less this machine's file paths: what a published manifest or a result records."""
         return {k: v for k, v in self.to_flower().items() if k not in LOCAL_PATH_KEYS}
+
+    def learning_rates(self) -> dict[str, float]:
+        """Learning rate per group of trained tensors (`shared.model.param_group`)."""
+        return {
+            "lora": self.lora_learning_rate,
+            "bias": self.bias_learning_rate,
+            "ids": self.item_id_learning_rate,
+            "head": self.learning_rate,
+        }
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(

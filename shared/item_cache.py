@@ -1,7 +1,9 @@
 """Catalogue vectors of a given global model, computed once and reused.
 
 Every party that holds the same global adapter computes the same public vectors, so they are cached
-on disk under a key of (adapter, model config, catalogue texts). In a simulation the clients and the
+on disk under a key of (the item tower's adapter, model config, catalogue texts). Only the LoRA
+tensors move the text vectors: a round that trains the head, bias or ID rows (or a frozen text tower,
+every round) reuses them. In a simulation the clients and the
 server share one cache folder; in deployment each party has its own.
 """
 
@@ -16,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.model import Recommender
+from shared.model import Recommender, param_group
 
 
 def cache_key(model: Recommender, texts: list[str]) -> str:
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.trainable_state().items()):
+        if param_group(name) != "lora":
+            continue  # not part of the item tower
         digest.update(name.encode())
         digest.update(tensor.to(torch.float32).numpy().tobytes())
     digest.update("\n".join(texts).encode())

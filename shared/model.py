@@ -41,6 +41,15 @@ from shared.encoder import HIDDEN_SIZE, load_encoder, load_tokenizer, mean_pool
 MAX_HISTORY_LENGTH = 1000  # items a user tower pools; the run config and a published model are held to it
 
 
+def param_group(name: str) -> str:
+    """Which learning rate a trained tensor gets: "lora", "bias" (item bias), "ids" (item IDs) or "head"."""
+    if "lora_" in name:
+        return "lora"
+    if name.startswith("item_bias"):
+        return "bias"
+    return "ids" if name.startswith("item_ids") else "head"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     lora_rank: int = 4  # 0: frozen text tower (no LoRA, no candidate encoding in training)

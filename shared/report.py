@@ -35,6 +35,9 @@ class PrivacyReport:
     epsilon_cap: float  # 0: no cap
     ledger_seq: int  # -1: not ledgered (non-private)
     ledger_hash: str
+    mode: str = "partner"  # run config dp-mode: "partner" or "federation"
+    view: str = ""  # federation mode: the view noise_multiplier holds against ("aggregate" or "share")
+    noise_shares: int = 0  # federation mode: t, the shares that add up to the full noise
 
     def to_record(self) -> dict[str, Any]:
         """Flat dashed keys with scalar values: a Flower ConfigRecord's content."""
@@ -63,4 +66,4 @@ class PrivacyReport:
         return cls(**values)
 
 
-_EXAMPLE = PrivacyReport("", 0, "", True, "", "", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0, "")
+_EXAMPLE = PrivacyReport("", 0, "", True, "", "", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0, "", "", "", 0)

@@ -4,7 +4,7 @@ One file per run, `RUN_DIR/run.json`, written by the ServerApp once the run has 
 published, and read by whatever reports on the run (`fedrec simulate`, the quality benchmark, the
 defaults of `fedrec audit --attack`). It is one JSON object (UTF-8, indented), `RunRecord`:
 
-    version     RUN_RECORD_VERSION (1)
+    version     RUN_RECORD_VERSION (2; 2 added privacy.federation)
     artifact    the published index folder, relative to the run folder (e.g. "index/v0004")
     catalogue   the catalogue file the server published from, as the server was given it
     privacy     `PrivacySummary`: which guarantees hold and each client's ε at the end of the run
@@ -24,6 +24,11 @@ defaults of `fedrec audit --attack`). It is one JSON object (UTF-8, indented), `
                                       clipping_norm, noise_multiplier, num_clients, delta, releases,
                                       epsilon (Flower's RDP accountant), epsilon_prv, epsilon_cap (null:
                                       none), unit ("client"), accountant, ledger (the server's ledger file)
+                  federation          `FederationSummary` (null unless dp-mode = federation): sigma (of the
+                                      sum of the shares), share_sigma, noise_shares (t), sample_rate,
+                                      population, offered ("aggregate" with SecAgg+, else "share"), rounds
+                                      (aggregated), epsilon (view -> PRV ε of this run's rounds), epsilon_rdp,
+                                      delta, ledger (the server's ledger file)
     rounds      one `RoundRecord` per round, in order; round 0 (the model before training) only when
                 the server evaluates centrally
                   round
@@ -56,7 +61,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from shared.durable import write_json
 
-RUN_RECORD_VERSION = 1
+RUN_RECORD_VERSION = 2
 RUN_RECORD = "run.json"
 
 
@@ -83,6 +88,23 @@ class ClientLevelSummary:
 
 
 @dataclass
+class FederationSummary:
+    """Federation-mode DP at the end of the run (`shared/federation.py`, `server/federation.py`)."""
+
+    sigma: float
+    share_sigma: float
+    noise_shares: int
+    sample_rate: float
+    population: int
+    offered: str
+    rounds: int
+    epsilon: dict[str, float]  # view -> ε (PRV) over this run's aggregated rounds
+    epsilon_rdp: dict[str, float]
+    delta: float
+    ledger: str
+
+
+@dataclass
 class PrivacySummary:
     """Which guarantees hold, and each client's ε composed over every round it trained in."""
 
@@ -102,6 +124,7 @@ class PrivacySummary:
     sample_rates: dict[str, float]
     non_private_clients: list[str]
     client_level: ClientLevelSummary | None
+    federation: FederationSummary | None = None
 
 
 @dataclass
@@ -231,6 +254,7 @@ __all__ = [
     "RUN_RECORD",
     "RUN_RECORD_VERSION",
     "ClientLevelSummary",
+    "FederationSummary",
     "PrivacySummary",
     "RoundRecord",
     "RunRecord",

@@ -13,25 +13,43 @@ as numbers, and a Parquet number used as an id must be whole (1.0 is read as "1"
 may not hold control characters, ids, titles and queries have size limits, and an event
 time must fall in the plausibility window [PLAUSIBLE_SINCE, now + PLAUSIBLE_AHEAD].
 
-Quarantine files hold private rows: they are written atomically with mode 0600, in a
-folder created 0700, one per input file (`<quarantine_dir>/<file name>.quarantine.csv`).
+Files are read in chunks of `chunk_rows` rows (CSV by the csv module's reader, Parquet by pyarrow's
+`iter_batches`), so the memory a load takes grows with the chunk and with what it keeps, not with the
+file; a row's number in an error or the quarantine is its data row in the whole file (header excluded,
+from 1). A Parquet row group is the least pyarrow reads at once: a file written as one huge row group
+is read as a whole.
+
+Quarantine files hold private rows: they are written atomically with mode 0600, in a folder created
+0700, one per input file, in CSV: the file's own columns as read, then QUARANTINE_COLUMNS. Up to
+`QUARANTINE_PLAIN_CHARS` characters they are plain, `<quarantine_dir>/<file name>.quarantine.csv`;
+above, the same CSV is streamed gzip-compressed to `<file name>.quarantine.csv.gz` (readable with
+`pandas.read_csv(path, dtype=str, keep_default_na=False)` or `zcat`), and every row is still kept. Only
+one of the two exists after a load (a stale one is removed); the LoadReport names it, and gives the
+first rows of each reason (`examples`), so a person can see what went wrong without opening it.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import itertools
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from shared.durable import write_bytes
+from shared.durable import replacing, write_bytes
 from shared.messages import shown
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
@@ -73,6 +91,12 @@ QUARANTINE_REASONS = {
     "missing_query": "a search without a query",
     "duplicate": "the same event as an earlier kept row",
 }
+# Rows read at a time: a chunk of a wide file at its size limits stays in the tens of MB.
+CHUNK_ROWS = 100_000
+# A quarantine over this many characters of CSV is written gzip-compressed; below, plain.
+QUARANTINE_PLAIN_CHARS = 1 << 20
+EXAMPLE_ROWS = 5  # the first rows of each reason a LoadReport lists
+
 # What fedrec adds to each quarantined row (data row number, reason, column, fields beyond the header);
 # prefixed, so that a column of the file named row, reason or column is kept as it is.
 QUARANTINE_COLUMNS = ("_fedrec_row", "_fedrec_reason", "_fedrec_column", "_fedrec_extra")
@@ -84,6 +108,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
 _NOT_UTF8 = re.compile(r"[\udc80-\udcff]")
 _EPOCH = r"[0-9]+(?:\.[0-9]+)?"
 _NS_RANGE = (pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC"))
+# Parquet integers as pandas' nullable integers: as numpy ones, a chunk with an empty cell would turn
+# them into floats (0 read as "0.0"), and a row would read differently with the rows around it.
+_PARQUET_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
 
 
 class SchemaError(ValueError):
@@ -96,13 +132,18 @@ class SchemaError(ValueError):
         self.message = message
         super().__init__(str(self))
 
-    def __str__(self) -> str:
+    @property
+    def where(self) -> str:
+        """File, row and column, as far as known: "events.csv, row 3, column 'timestamp'"."""
         where = [self.file]
         if self.row is not None:
             where.append(f"row {self.row}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
-        return f"{', '.join(where)}: {self.message}"
+        return ", ".join(where)
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
 
 
 @dataclass
@@ -115,11 +156,12 @@ class LoadReport:
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_file: str | None = None
+    examples: dict[str, list[int]] = field(default_factory=dict)  # first data rows of each reason
 
     def __post_init__(self) -> None:
         if self.read != self.kept + self.quarantined or sum(self.reasons.values()) != self.quarantined:
             raise AssertionError(f"{self.file}: rows do not reconcile: {self.to_dict()}")
-        unknown = set(self.reasons) - set(QUARANTINE_REASONS)
+        unknown = (set(self.reasons) | set(self.examples)) - set(QUARANTINE_REASONS)
         if unknown:
             raise AssertionError(f"{self.file}: unknown quarantine reasons {sorted(unknown)}")
 
@@ -137,56 +179,66 @@ class _Unread:
 
 
 @dataclass
-class _Table:
-    """A file as read: one frame row per data row; the cells of an unread row are blank."""
+class _Chunk:
+    """Consecutive data rows of a file; the cells of an unread row are blank."""
 
-    name: str
-    frame: pd.DataFrame
-    unread: dict[int, _Unread] = field(default_factory=dict)  # by frame row
+    frame: pd.DataFrame  # indexed by data row from 0 (the file's row `index + 1`)
+    unread: dict[int, _Unread] = field(default_factory=dict)  # by position in the chunk
 
-    def refuse_unread(self) -> None:
+    def row(self, position: int) -> int:
+        """The 1-based data row number of the chunk's row at `position`."""
+        return int(self.frame.index[position]) + 1
+
+    def refuse_unread(self, name: str) -> None:
         """For strict loading: the first unread row is an error."""
         if self.unread:
-            index, unread = min(self.unread.items())
+            position, unread = min(self.unread.items())
             if unread.reason == "bad_encoding":
                 message = "is not valid UTF-8"
             else:
                 message = f"has {len(unread.fields)} fields, the header has {len(self.frame.columns)}"
-            raise SchemaError(self.name, message, row=index + 1, column=unread.column or None)
+            raise SchemaError(name, message, row=self.row(position), column=unread.column or None)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+@dataclass
+class _Source:
+    """A file opened for reading: its header, and its rows in chunks (at least one, maybe empty).
+    A context manager: the file is closed at the end of the block."""
+
+    name: str
+    columns: list[str]
+    chunks: Iterator[_Chunk]
+    close: Callable[[], None]
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *error: object) -> None:
+        self.close()
+
+
+def read_table(path: str | Path, *, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Read a .csv (every cell as text exactly as written, empty cells as "") or a .parquet file.
 
     Strict: a row that cannot be read (bytes that are not UTF-8, more fields than the header) is an error.
     """
-    table = _read_table(Path(path))
-    table.refuse_unread()
-    return table.frame
+    frames = []
+    with _read_table(Path(path), chunk_rows) as source:
+        for chunk in source.chunks:
+            chunk.refuse_unread(source.name)
+            frames.append(chunk.frame)
+    return pd.concat(frames).reset_index(drop=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
-def load_catalogue(path: str | Path) -> pd.DataFrame:
+def load_catalogue(path: str | Path, *, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """Load the public item catalogue; any defect raises SchemaError naming file, row and column."""
-    table = _read_table(Path(path))
-    name, raw = table.name, table.frame
-    table.refuse_unread()
-    _require_columns(raw, CATALOGUE_REQUIRED, name)
-    if raw.empty:
+    with _read_table(Path(path), chunk_rows) as source:
+        name = source.name
+        _require_columns(source.columns, CATALOGUE_REQUIRED, name)
+        parts = [_catalogue_chunk(name, chunk) for chunk in source.chunks]
+    out = pd.concat(parts) if len(parts) > 1 else parts[0]
+    if out.empty:
         raise SchemaError(name, "has no items, only a header")
-
-    out = pd.DataFrame(index=raw.index)
-    for column in ("item_id", "title", "brand", "category", "description"):
-        if column not in raw.columns:
-            out[column] = ""
-            continue
-        out[column], _, problems = _clean(raw[column], column)
-        for row, problem in enumerate(problems):
-            if problem:
-                raise SchemaError(name, problem, row=row + 1, column=column)
-    for column in CATALOGUE_REQUIRED:
-        empty = out.index[out[column] == ""]
-        if len(empty):
-            raise SchemaError(name, f"{column} is empty", row=int(empty[0]) + 1, column=column)
 
     duplicated = out["item_id"].duplicated()
     if duplicated.any():
@@ -195,8 +247,6 @@ def load_catalogue(path: str | Path) -> pd.DataFrame:
         message = f"duplicate item_id {out.at[row, 'item_id']!r} (first seen in row {first + 1})"
         raise SchemaError(name, message, row=row + 1, column="item_id")
 
-    prices = raw["price"] if "price" in raw.columns else pd.Series(float("nan"), index=raw.index)
-    out["price"] = [_price(value, name, row + 1) for row, value in enumerate(prices.tolist())]
     out = out[list(CATALOGUE_COLUMNS)].reset_index(drop=True)
     for column in ("item_id", "title", "brand", "category", "description"):
         out[column] = out[column].astype(str)
@@ -204,67 +254,157 @@ def load_catalogue(path: str | Path) -> pd.DataFrame:
     return out
 
 
+def _catalogue_chunk(name: str, chunk: _Chunk) -> pd.DataFrame:
+    """One chunk of the catalogue, checked strictly: clean text, required cells, prices."""
+    chunk.refuse_unread(name)
+    raw = chunk.frame
+    out = pd.DataFrame(index=raw.index)
+    for column in ("item_id", "title", "brand", "category", "description"):
+        if column not in raw.columns:
+            out[column] = ""
+            continue
+        out[column], _, problems = _clean(raw[column], column)
+        for position, problem in enumerate(problems):
+            if problem:
+                raise SchemaError(name, problem, row=chunk.row(position), column=column)
+    for column in CATALOGUE_REQUIRED:
+        empty = out.index[out[column] == ""]
+        if len(empty):
+            raise SchemaError(name, f"{column} is empty", row=int(empty[0]) + 1, column=column)
+    prices = raw["price"] if "price" in raw.columns else pd.Series(float("nan"), index=raw.index)
+    out["price"] = [
+        _price(value, name, row + 1) for row, value in zip(raw.index, prices.tolist(), strict=True)
+    ]
+    return out
+
+
 def load_events(
-    path: str | Path, catalogue: pd.DataFrame, quarantine_dir: str | Path
+    path: str | Path,
+    catalogue: pd.DataFrame,
+    quarantine_dir: str | Path,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    plain_quarantine_chars: int = QUARANTINE_PLAIN_CHARS,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    """Load behaviour logs; bad rows go to <quarantine_dir>/<file name>.quarantine.csv with their reason.
+    """Load behaviour logs; bad rows go to <quarantine_dir>/<file name>.quarantine.csv with their reason
+    (.csv.gz above `plain_quarantine_chars`: see the module docstring).
 
     A duplicate is a row equal to an earlier kept row once parsed (same user, item, event,
     instant and query), so "2026-01-01T00:00:00Z" and 1767225600 are the same event.
     """
-    path = Path(path)
-    table = _read_table(path)
-    raw = table.frame
-    _require_columns(raw, EVENTS_REQUIRED, table.name)
+    items = set(catalogue["item_id"])
+    since, until = PLAUSIBLE_SINCE, pd.Timestamp.now(tz="UTC") + PLAUSIBLE_AHEAD
+    kept = _KeptEvents()
+    read, counts = 0, dict.fromkeys(QUARANTINE_REASONS, 0)
+    examples: dict[str, list[int]] = {}
+    with (
+        _read_table(Path(path), chunk_rows) as source,
+        _Quarantine(Path(quarantine_dir), source.name, source.columns, plain_quarantine_chars) as quarantine,
+    ):
+        _require_columns(source.columns, EVENTS_REQUIRED, source.name)
+        for chunk in source.chunks:
+            events, reason, column = _check_events(chunk, items, since, until)
+            candidates = reason == ""  # only rows that would otherwise be kept can duplicate a kept row
+            repeats = kept.add(events[candidates])
+            reason[np.flatnonzero(candidates)[repeats]] = "duplicate"
+            quarantine.add(chunk, reason, column)
+            read += len(events)
+            for name, count in zip(*np.unique(reason[reason != ""], return_counts=True), strict=True):
+                counts[name] += int(count)
+                first = examples.setdefault(name, [])
+                rows = chunk.frame.index[reason == name][: EXAMPLE_ROWS - len(first)]
+                first.extend(int(row) + 1 for row in rows)
+        quarantine_file = quarantine.finish()
 
+    events = kept.frame()
+    report = LoadReport(
+        file=source.name,
+        read=read,
+        kept=len(events),
+        quarantined=read - len(events),
+        reasons=counts,
+        quarantine_file=quarantine_file,
+        examples={name: examples[name] for name in QUARANTINE_REASONS if name in examples},
+    )
+    events = events.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+    for name in ("user_id", "item_id", "event", "query"):
+        events[name] = events[name].astype(str)
+    return events[list(EVENTS_COLUMNS)], report
+
+
+def _check_events(
+    chunk: _Chunk, items: set[str], since: pd.Timestamp, until: pd.Timestamp
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One chunk's events, parsed, and each row's quarantine reason and column ("" when kept so far)."""
+    raw = chunk.frame
     reason = np.full(len(raw), "", dtype=object)
     column = np.full(len(raw), "", dtype=object)
-    kept_mask = np.ones(len(raw), dtype=bool)
 
     def fail(name: str, where: str, mask: pd.Series | np.ndarray) -> None:
         """Quarantine the rows in mask for `name`, unless they already failed an earlier check."""
-        hit = kept_mask & np.asarray(mask, dtype=bool)
-        reason[hit], column[hit], kept_mask[hit] = name, where, False
+        hit = (reason == "") & np.asarray(mask, dtype=bool)
+        reason[hit], column[hit] = name, where
 
-    for row, unread in table.unread.items():
-        reason[row], column[row], kept_mask[row] = unread.reason, unread.column, False
+    for position, unread in chunk.unread.items():
+        reason[position], column[position] = unread.reason, unread.column
 
     events = pd.DataFrame(index=raw.index)
     cell_reasons = {}
     for name in ("user_id", "item_id", "event", "query"):
         values = raw[name] if name in raw.columns else pd.Series("", index=raw.index, dtype=object)
         events[name], cell_reasons[name], _ = _clean(values, name)
-    since, until = PLAUSIBLE_SINCE, pd.Timestamp.now(tz="UTC") + PLAUSIBLE_AHEAD
     events["timestamp"] = _timestamps(raw["timestamp"], since, until)
 
     for name in ("bad_encoding", "bad_id", "bad_text", "too_long"):
         for where, found in cell_reasons.items():
             fail(name, where, found == name)
     fail("missing_user", "user_id", events["user_id"] == "")
-    fail("unknown_item", "item_id", ~events["item_id"].isin(set(catalogue["item_id"])))
+    fail("unknown_item", "item_id", ~events["item_id"].isin(items))
     fail("unknown_event", "event", ~events["event"].isin(EVENT_TYPES))
     fail("bad_timestamp", "timestamp", events["timestamp"].isna())
     fail("implausible_timestamp", "timestamp", (events["timestamp"] < since) | (events["timestamp"] > until))
     fail("missing_query", "query", (events["event"] == "search") & (events["query"] == ""))
-    # Only rows that would otherwise be kept can duplicate a kept row.
-    repeats = events[kept_mask].duplicated(keep="first").reindex(raw.index, fill_value=False)
-    fail("duplicate", "", repeats)
+    return events, reason, column
 
-    target = Path(quarantine_dir) / f"{table.name}.quarantine.csv"
-    quarantine_file = _write_quarantine(table, reason, column, target)
-    report = LoadReport(
-        file=table.name,
-        read=len(raw),
-        kept=int(kept_mask.sum()),
-        quarantined=int((~kept_mask).sum()),
-        reasons={name: int((reason == name).sum()) for name in QUARANTINE_REASONS},
-        quarantine_file=quarantine_file,
-    )
 
-    kept = events[kept_mask].sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
-    for name in ("user_id", "item_id", "event", "query"):
-        kept[name] = kept[name].astype(str)
-    return kept[list(EVENTS_COLUMNS)], report
+class _KeptEvents:
+    """The events kept so far, chunk by chunk, and the duplicate check across chunks.
+
+    A candidate row is matched against the kept rows by a 64-bit hash of its parsed values (8 bytes
+    a kept row, computed once a second chunk comes), and only the kept rows whose hash it shares are
+    compared with it exactly.
+    """
+
+    KEY = ["user_id", "item_id", "event", "timestamp", "query"]
+
+    def __init__(self) -> None:
+        self.parts: list[pd.DataFrame] = []
+        self.hashes: list[np.ndarray | None] = []  # of each part's rows, None until needed
+
+    def add(self, candidates: pd.DataFrame) -> np.ndarray:
+        """Keep the candidates that repeat no kept row (nor an earlier candidate); a mask of the others."""
+        both = candidates[self.KEY]
+        hashes = None
+        if self.parts:  # a later chunk: the kept rows that may be equal, then the candidates
+            hashes = self._hash(candidates)
+            if self.hashes[0] is None:  # the first chunk's, not needed until now
+                self.hashes[0] = self._hash(self.parts[0])
+            earlier = [
+                part[np.isin(seen, hashes)] for part, seen in zip(self.parts, self.hashes, strict=True)
+            ]
+            both = pd.concat([*(part[self.KEY] for part in earlier if len(part)), both])
+        repeats = both.duplicated(keep="first").to_numpy()[len(both) - len(candidates) :]
+        if not self.parts or (~repeats).any():
+            self.parts.append(candidates[~repeats])
+            self.hashes.append(None if hashes is None else hashes[~repeats])
+        return repeats
+
+    def _hash(self, frame: pd.DataFrame) -> np.ndarray:
+        return pd.util.hash_pandas_object(frame[self.KEY], index=False).to_numpy()
+
+    def frame(self) -> pd.DataFrame:
+        """The kept events in file order."""
+        return pd.concat(self.parts) if len(self.parts) > 1 else self.parts[0]
 
 
 def item_texts(catalogue: pd.DataFrame) -> list[str]:
@@ -277,8 +417,11 @@ def item_texts(catalogue: pd.DataFrame) -> list[str]:
     return texts
 
 
-def _read_table(path: Path) -> _Table:
-    """Read a .csv or .parquet file; a problem with the whole file is a SchemaError naming it."""
+def _read_table(path: Path, chunk_rows: int) -> _Source:
+    """Open a .csv or .parquet file and read its header; a problem with the whole file is a SchemaError
+    naming it, whether found now or in a later chunk."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     name = path.name
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
@@ -290,37 +433,64 @@ def _read_table(path: Path) -> _Table:
             raise SchemaError(
                 name, "is a directory, not a file" if path.is_dir() else "is not a regular file"
             )
-        data = path.read_bytes()
+        if path.stat().st_size == 0:
+            raise SchemaError(name, "is empty (0 bytes); expected at least a header")
+        source = _csv_source(path, chunk_rows) if suffix == ".csv" else _parquet_source(path, chunk_rows)
     except OSError as error:
         raise SchemaError(name, f"cannot be read: {error.strerror or error}") from None
-    if not data:
-        raise SchemaError(name, "is empty (0 bytes); expected at least a header")
-    table = _read_csv(name, data) if suffix == ".csv" else _read_parquet(name, data)
-    duplicated = table.frame.columns[table.frame.columns.duplicated()]
+    duplicated = pd.Index(source.columns)[pd.Index(source.columns).duplicated()]
     if len(duplicated):
+        source.close()
         raise SchemaError(name, "appears more than once in the header", column=str(duplicated[0]))
-    return table
+    return source
 
 
-def _read_csv(name: str, data: bytes) -> _Table:
-    """Parse CSV text; a row with bytes that are not UTF-8 or too many fields is kept aside as unread.
+def _csv_source(path: Path, chunk_rows: int) -> _Source:
+    """A CSV file's header and its rows in chunks; a row with bytes that are not UTF-8 or too many fields
+    is kept aside as unread.
 
-    What the csv module cannot parse at all (a field over its 128 KiB limit) is an error for the whole file.
+    What the csv module cannot parse at all (a field over its 128 KiB limit) is an error for the whole
+    file. Bytes that are not UTF-8 are decoded as surrogate escapes, so they can be written back as read.
     """
-    text = data.decode("utf-8-sig", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        records = [record for record in reader if record]  # a blank line is not a row
-    except csv.Error as error:
-        raise SchemaError(name, f"cannot be read as CSV (line {reader.line_num}): {error}") from None
-    if not records:
-        raise SchemaError(name, "has no header row")
-    header, rows = records[0], records[1:]
-    if any(_NOT_UTF8.search(column) for column in header):
-        raise SchemaError(name, "the header is not valid UTF-8")
+    name = path.name
+    handle = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(handle)
+    records = (record for record in reader if record)  # a blank line is not a row
 
+    def take(count: int) -> list[list[str]]:
+        try:
+            return list(itertools.islice(records, count))
+        except csv.Error as error:
+            raise SchemaError(name, f"cannot be read as CSV (line {reader.line_num}): {error}") from None
+        except OSError as error:
+            raise SchemaError(name, f"cannot be read: {error.strerror or error}") from None
+
+    try:
+        header = take(1)
+        if not header:
+            raise SchemaError(name, "has no header row")
+        header = header[0]
+        if any(_NOT_UTF8.search(column) for column in header):
+            raise SchemaError(name, "the header is not valid UTF-8")
+    except BaseException:
+        handle.close()
+        raise
+
+    def chunks() -> Iterator[_Chunk]:
+        start = 0
+        while rows := take(chunk_rows):
+            yield _csv_chunk(header, rows, start)
+            start += len(rows)
+        if not start:
+            yield _csv_chunk(header, [], 0)
+
+    return _Source(name, header, chunks(), handle.close)
+
+
+def _csv_chunk(header: list[str], rows: list[list[str]], start: int) -> _Chunk:
+    """Rows as the header's columns: short rows padded with "", unreadable rows set aside (as blanks)."""
     width = len(header)
-    any_not_utf8 = _NOT_UTF8.search(text) is not None
+    any_not_utf8 = any(_NOT_UTF8.search("".join(fields)) for fields in rows)
     unread: dict[int, _Unread] = {}
     for index, fields in enumerate(rows):
         if len(fields) == width and not any_not_utf8:
@@ -335,21 +505,48 @@ def _read_csv(name: str, data: bytes) -> _Table:
             rows[index] = [""] * width
         else:
             rows[index] = fields + [""] * (width - len(fields))  # missing trailing cells are empty
-    return _Table(name, pd.DataFrame(rows, columns=header, dtype=object), unread)
+    index = pd.RangeIndex(start, start + len(rows))
+    return _Chunk(pd.DataFrame(rows, columns=header, index=index, dtype=object), unread)
 
 
-def _read_parquet(name: str, data: bytes) -> _Table:
+def _parquet_source(path: Path, chunk_rows: int) -> _Source:
+    """A Parquet file's columns and its rows in chunks (pyarrow record batches, as pandas frames)."""
+    name = path.name
+    parquet = None
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        parquet = pq.ParquetFile(path)
+        # the columns as pandas shows them (a stored pandas index is not a column)
+        empty = parquet.schema_arrow.empty_table().to_pandas(types_mapper=_PARQUET_INTEGERS.get)
+        empty = empty.reset_index(drop=True)
     except Exception as error:  # pyarrow raises many kinds; every one means "not a Parquet file we can read"
+        if parquet is not None:
+            parquet.close()
         raise SchemaError(name, f"cannot be read as Parquet: {error}") from None
-    return _Table(name, frame.reset_index(drop=True))
+
+    def chunks() -> Iterator[_Chunk]:
+        start = 0
+        batches = parquet.iter_batches(batch_size=chunk_rows)
+        while True:
+            try:
+                batch = next(batches, None)
+                frame = None if batch is None else batch.to_pandas(types_mapper=_PARQUET_INTEGERS.get)
+            except Exception as error:  # as above: a defect found in a later row group
+                raise SchemaError(name, f"cannot be read as Parquet (after row {start}): {error}") from None
+            if frame is None:
+                break
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            yield _Chunk(frame)
+            start += len(frame)
+        if not start:
+            yield _Chunk(empty)
+
+    return _Source(name, [str(column) for column in empty.columns], chunks(), parquet.close)
 
 
-def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str) -> None:
+def _require_columns(columns: list[str], required: tuple[str, ...], file: str) -> None:
     for column in required:
-        if column not in frame.columns:
-            found = ", ".join(repr(str(name)) for name in frame.columns)
+        if column not in columns:
+            found = ", ".join(repr(str(name)) for name in columns)
             raise SchemaError(file, f"missing required column (found: {found or 'none'})", column=column)
 
 
@@ -467,36 +664,81 @@ def _as_ns(stamps: pd.Series) -> pd.Series:
     return stamps.where(stamps.between(*_NS_RANGE)).astype("datetime64[ns, UTC]")
 
 
-def _write_quarantine(table: _Table, reason: np.ndarray, column: np.ndarray, target: Path) -> str | None:
-    """Write the set-aside rows as read, privately and atomically; remove a stale file so the disk
-    agrees with the report."""
-    bad = np.flatnonzero(reason != "")
-    if not len(bad):
-        target.unlink(missing_ok=True)
-        return None
-    folder = target.parent
-    if not folder.is_dir():
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    header = [str(name) for name in table.frame.columns]
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(header + list(QUARANTINE_COLUMNS))
-    for row in bad:
-        cells, extra = _as_read(table, row)
-        writer.writerow([*cells, row + 1, reason[row], column[row], extra])
-    # surrogateescape writes bytes that were not UTF-8 back exactly as they were read; 0600: private rows
-    write_bytes(target, buffer.getvalue().encode("utf-8", errors="surrogateescape"), mode=0o600)
-    return str(target)
+class _Quarantine:
+    """The rows a load sets aside, as read, written privately (0600, folder 0700) and atomically.
 
+    Rows are held as CSV text up to `plain_chars` characters and then written as one plain file; once
+    they are more, they are streamed gzip-compressed to the .csv.gz file instead, so memory stays
+    bounded. Used as a context manager: an exception leaves the previous quarantine file as it was.
+    """
 
-def _as_read(table: _Table, row: int) -> tuple[list[str], str]:
-    """A row's cells as read, and any fields beyond the header as a JSON list: nothing is lost."""
-    width = len(table.frame.columns)
-    unread = table.unread.get(row)
-    if unread is None:
-        return ["" if _missing(value) else str(value) for value in table.frame.loc[row].tolist()], ""
-    extra = json.dumps(unread.fields[width:], ensure_ascii=False) if len(unread.fields) > width else ""
-    return unread.fields[:width] + [""] * (width - len(unread.fields)), extra
+    def __init__(self, folder: Path, name: str, header: list[str], plain_chars: int):
+        self.folder, self.width, self.plain_chars = folder, len(header), plain_chars
+        self.plain = folder / f"{name}.quarantine.csv"
+        self.compressed = folder / f"{name}.quarantine.csv.gz"
+        self.text = io.StringIO(newline="")
+        self.writer = csv.writer(self.text)
+        self.writer.writerow([str(column) for column in header] + list(QUARANTINE_COLUMNS))
+        self.rows = 0
+        self.stream: IO[bytes] | None = None  # the gzip stream, once past plain_chars
+        self.files = ExitStack()
+
+    def __enter__(self) -> _Quarantine:
+        return self
+
+    def __exit__(self, *error) -> None:
+        self.files.__exit__(*error)  # on an exception, the temp file is removed
+
+    def add(self, chunk: _Chunk, reason: np.ndarray, column: np.ndarray) -> None:
+        """The chunk's rows with a reason, as read, in file order."""
+        bad = np.flatnonzero(reason != "")
+        if not len(bad):
+            return
+        cells = [chunk.frame[name].iloc[bad].tolist() for name in chunk.frame.columns]
+        for i, position in enumerate(bad):
+            unread = chunk.unread.get(position)
+            if unread is None:
+                row, extra = ["" if _missing(values[i]) else str(values[i]) for values in cells], ""
+            else:  # any fields beyond the header as a JSON list: nothing is lost
+                fields = unread.fields
+                extra = (
+                    json.dumps(fields[self.width :], ensure_ascii=False) if len(fields) > self.width else ""
+                )
+                row = fields[: self.width] + [""] * (self.width - len(fields))
+            self.writer.writerow([*row, chunk.row(position), reason[position], column[position], extra])
+        self.rows += len(bad)
+        if self.stream is None and self.text.tell() > self.plain_chars:
+            self._make_folder()
+            file = self.files.enter_context(replacing(self.compressed, mode=0o600))
+            self.stream = self.files.enter_context(gzip.GzipFile(fileobj=file, mode="wb", mtime=0))
+        if self.stream is not None:
+            self.stream.write(self._take_text())
+
+    def finish(self) -> str | None:
+        """Write the file (or remove a stale one when nothing was set aside); the path written, or None."""
+        if not self.rows:
+            self.plain.unlink(missing_ok=True)
+            self.compressed.unlink(missing_ok=True)
+            return None
+        if self.stream is None:
+            self._make_folder()
+            write_bytes(self.plain, self._take_text(), mode=0o600)
+            self.compressed.unlink(missing_ok=True)
+            return str(self.plain)
+        self.files.close()  # the gzip stream ends, the file replaces the old one
+        self.plain.unlink(missing_ok=True)
+        return str(self.compressed)
+
+    def _take_text(self) -> bytes:
+        # surrogateescape writes bytes that were not UTF-8 back exactly as they were read
+        data = self.text.getvalue().encode("utf-8", errors="surrogateescape")
+        self.text.seek(0)
+        self.text.truncate()
+        return data
+
+    def _make_folder(self) -> None:
+        if not self.folder.is_dir():
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _missing(value: object) -> bool:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.embedded import iid_split
+
 SCHEMES = ("iid", "dirichlet", "user", "sizes")
 
 
@@ -49,11 +51,10 @@ def partition_users(
             f"cannot give each of {num_clients} clients a user: there are only {len(users)} users"
         )
 
-    rng = np.random.default_rng(seed)
     if scheme == "iid":
-        order = rng.permutation(len(users))
-        parts = [[users[i] for i in chunk] for chunk in np.array_split(order, num_clients)]
-    elif scheme == "sizes":
+        return iid_split(users, num_clients, seed)  # the split `flwr run .` derives (shared/embedded.py)
+    rng = np.random.default_rng(seed)
+    if scheme == "sizes":
         sizes = list(sizes or [])
         if len(sizes) != num_clients - 1 or min(sizes, default=1) < 1 or sum(sizes) >= len(users):
             raise ValueError(
@@ -133,3 +134,44 @@ def write_partitions(events: pd.DataFrame, partitions: list[list[str]], out_dir:
         out[(client_of == client).to_numpy()].to_csv(path, index=False)
         paths.append(path)
     return paths
+
+
+def split_by_column(
+    path: str | Path, column: str, out_dir: str | Path
+) -> tuple[list[str], list[list[str]], int]:
+    """Natural partitions: one client per distinct value of `column` in the raw log at `path`.
+
+    Real partners are silos: each holds the rows of its own shop or region as they are, and its own node
+    validates them (a bad row is quarantined there and touches no other partner). A customer of two
+    partners is one user at each, as in a deployment. Writes out_dir/client-<i>/events.csv; returns the
+    values (client i holds values[i], in sorted order), each client's user ids, and how many rows had no
+    value (in no partition).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        raw = pd.read_parquet(path)
+    else:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column not in raw.columns:
+        raise ValueError(
+            f"--partition-by {column!r}: {path.name} has no such column; it has {list(raw.columns)}"
+        )
+    values = raw[column].astype("string").fillna("").str.strip()
+    names = sorted(set(values) - {""})
+    if len(names) < 2:
+        raise ValueError(
+            f"--partition-by {column!r}: {len(names)} distinct value(s) in {path.name}, a federation needs"
+            " at least 2 clients"
+        )
+    for name in raw.columns:  # Parquet timestamps as ISO-8601 text, as write_partitions writes them
+        if pd.api.types.is_datetime64_any_dtype(raw[name]):
+            stamps = raw[name] if raw[name].dt.tz is not None else raw[name].dt.tz_localize("UTC")
+            raw[name] = [stamp.isoformat() for stamp in stamps.dt.tz_convert("UTC")]
+    parts = []
+    for client, name in enumerate(names):
+        rows = raw[(values == name).to_numpy()]
+        target = Path(out_dir) / f"client-{client}" / "events.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(target, index=False)
+        parts.append(sorted(rows["user_id"].astype(str).unique()) if "user_id" in rows else [])
+    return names, parts, int((values == "").sum())

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from shared.data import user_data
 from shared.run_record import RUN_RECORD
 from shared.schema import load_catalogue, load_events
+
+if TYPE_CHECKING:
+    from client.device import Recommendation
 
 DEMO_QUERIES = ("ultralight tent", "noise cancelling headphones", "coffee grinder")
 
@@ -22,7 +27,18 @@ def print_summary(summary: dict, out: Path) -> None:
     for name, recall, ndcg in rows:
         print(f"{name:34s} {recall:9.4f} {ndcg:9.4f}")
     client_level = summary.get("client_level")
-    if summary["private"]:
+    federation = summary.get("federation")
+    if summary["private"] and federation:
+        views = ", ".join(f"{e:.2f} against the {v!r} view" for v, e in federation["epsilon"].items())
+        print(
+            f"privacy: user-level (ε, δ={summary['delta']:g})-DP across the federation (DP-FedAvg, noise"
+            f" shared by {federation['noise_shares']} clients, σ = {federation['sigma']:.3f}, q ="
+            f" {federation['sample_rate']:g}, PRV, {federation['rounds']} rounds): ε = {views}"
+        )
+        print(
+            "  ('aggregate': a server that sees only the SecAgg+ sum; 'share': one that sees one share)"
+        )
+    elif summary["private"]:
         eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
         print(
             f"privacy: user-level (ε, δ={summary['delta']:g})-DP per client, PRV accountant, composed over "
@@ -72,8 +88,15 @@ def print_demo(summary: dict, n_users: int = 3, k: int = 5) -> None:
         purchased = set(events[(events.user_id == user) & (events.event == "purchase")]["item_id"])
         print(f"\n-- user {user}: last items: " + " | ".join(titles[h] for h in history[-3:]))
         for rank, r in enumerate(device.recommend(history, k=k, exclude=purchased), 1):
-            print(f"   {rank}. {r.title}  ({r.category}, ${r.price:.2f})  score {r.score:.3f}")
+            print(result_line(rank, r))
     for query in DEMO_QUERIES:
         print(f"\n-- search: {query!r}")
         for rank, r in enumerate(device.search(query, k=k), 1):
-            print(f"   {rank}. {r.title}  ({r.category}, ${r.price:.2f})  score {r.score:.3f}")
+            print(result_line(rank, r))
+
+
+def result_line(rank: int, r: Recommendation) -> str:
+    """One demo result line; a price or category the catalogue lacks (None) is left out, not a crash."""
+    price = "" if r.price is None or math.isnan(r.price) else f"${r.price:.2f}"
+    about = ", ".join(part for part in (r.category, price) if part)
+    return f"   {rank}. {r.title}  " + (f"({about})  " if about else "") + f"score {r.score:.3f}"

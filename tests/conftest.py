@@ -8,6 +8,17 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from shared.model import ModelConfig, Recommender
 
+# Partner mode (per-partner DP-SGD, no SecAgg+) with the settings it was measured at: the tests written for
+# it pin these, since the defaults are federation mode's (pyproject `[tool.flwr.app.config]`).
+PARTNER_MODE = {
+    "dp-mode": "partner",
+    "secure-aggregation": False,
+    "num-server-rounds": 4,
+    "lora-rank": 4,
+    "item-id-rank": 0,
+    "learning-rate": 0.001,
+}
+
 TEXTS = [
     "Northpeak Ultralight 2-Person Dome Tent. Northpeak. Tents",
     "Trailforge Backpacking Tent with Rainfly. Trailforge. Tents",

@@ -6,6 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +20,10 @@ import pandas as pd
 import pytest
 import torch
 
+from shared import artifact
 from shared.artifact import (
     FORMAT_VERSION,
+    PUBLISH_LOCK,
     ArtifactError,
     _version_string,
     choose_index_type,
@@ -24,9 +31,10 @@ from shared.artifact import (
     load_artifact,
     write_artifact,
 )
+from shared.durable import exclusive_lock
 from shared.encoder import WEIGHTS_SHA256
 from shared.model import ModelConfig, Recommender
-from shared.signing import generate_key, key_id, sign, verify
+from shared.signing import generate_key, key_id, save_private_key, sign, verify
 
 N_ITEMS, DIM = 60, 384
 INFO = {
@@ -157,7 +165,11 @@ def test_round_trip(tmp_path, inputs):
         "model.json",
     ]
     assert (tmp_path / "LATEST").read_text().strip() == "v0003"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "v0003"]  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".publish.lock",
+        "LATEST",
+        "v0003",
+    ]  # no temp folder
 
 
 def test_same_inputs_give_same_bytes(tmp_path, inputs):
@@ -218,7 +230,7 @@ def test_a_round_is_never_overwritten(tmp_path, inputs):
     with pytest.raises(ArtifactError, match="v0002 refused: already exists"):
         write_artifact(tmp_path, round=2, **changed)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "v0002"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".publish.lock", "LATEST", "v0002"]
 
 
 def test_latest_points_to_the_newest_round(tmp_path, inputs):
@@ -230,6 +242,102 @@ def test_latest_points_to_the_newest_round(tmp_path, inputs):
     assert latest(tmp_path) == tmp_path / "v0003"
     with pytest.raises(ArtifactError, match="no published round"):
         latest(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------------- publish lock
+def test_a_publisher_waits_while_another_holds_the_publish_lock(tmp_path, inputs):
+    done = threading.Event()
+    publisher = threading.Thread(target=lambda: (write_artifact(tmp_path, round=1, **inputs), done.set()))
+    with exclusive_lock(tmp_path / PUBLISH_LOCK):  # another publisher between its claim and LATEST
+        publisher.start()
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob(".v0001.tmp-*/manifest.sig")) and time.monotonic() < deadline:
+            assert not (tmp_path / "v0001").exists(), "published while another publisher held the lock"
+            time.sleep(0.01)
+        time.sleep(0.3)  # the files are written: only the lock keeps it from publishing
+        assert not (tmp_path / "v0001").exists() and not (tmp_path / "LATEST").exists()
+        assert not done.is_set()
+    publisher.join(30)
+    assert done.is_set() and latest(tmp_path) == tmp_path / "v0001"
+    load(tmp_path / "v0001")
+
+
+def test_a_stale_publisher_cannot_roll_latest_back(tmp_path, inputs, monkeypatch):
+    """Round 1 lists the published rounds, then is held up until round 2 has set LATEST (or 2 s pass):
+    unlocked, it would then point LATEST back at v0001; under the lock, round 2 waits its turn."""
+    listed, listing = threading.Event(), artifact._published
+
+    def slow_listing(root):
+        found = listing(root)
+        if threading.current_thread().name == "round-1":
+            listed.set()
+            deadline, pointer = time.monotonic() + 2, root / "LATEST"
+            while time.monotonic() < deadline:
+                if pointer.exists() and pointer.read_text().strip() == "v0002":
+                    break
+                time.sleep(0.01)
+        return found
+
+    monkeypatch.setattr(artifact, "_published", slow_listing)
+    errors = []
+
+    def publish(r):
+        try:
+            write_artifact(tmp_path, round=r, **inputs)
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    first = threading.Thread(target=publish, args=(1,), name="round-1")
+    first.start()
+    assert listed.wait(30)
+    second = threading.Thread(target=publish, args=(2,), name="round-2")
+    second.start()
+    first.join(30), second.join(30)
+    assert not errors
+    assert (tmp_path / "LATEST").read_text() == "v0002\n"
+    assert [load(tmp_path / f"v000{r}").round for r in (1, 2)] == [1, 2]
+
+
+PUBLISHER = """
+import pickle, sys
+from shared.artifact import ArtifactError, write_artifact
+inputs = pickle.loads(open(sys.argv[1], "rb").read())
+try:
+    print(write_artifact(sys.argv[2], round=int(sys.argv[3]), signing_key=sys.argv[4], **inputs).name)
+except ArtifactError as err:
+    print(err)
+"""
+
+
+def test_concurrent_publisher_processes_get_distinct_rounds_and_latest_the_newest(tmp_path, inputs):
+    """Three processes at once, two of them claiming round 2: rounds 1 and 2 are published and verify,
+    one claim of round 2 is refused, and LATEST names v0002."""
+    pickled = tmp_path / "inputs.pickle"
+    pickled.write_bytes(pickle.dumps({k: v for k, v in inputs.items() if k != "signing_key"}))
+    pem = save_private_key(KEY, tmp_path / "publisher.pem")
+    root = tmp_path / "index"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(pickled), str(root), str(r), str(pem)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for r in (2, 1, 2)
+    ]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        outputs.append(out.strip())
+    refused = [out for out in outputs if not out.startswith("v")]
+    assert sorted(out for out in outputs if out.startswith("v")) == ["v0001", "v0002"]
+    assert len(refused) == 1 and "v0002 refused: already exists" in refused[0]
+    assert (root / "LATEST").read_text() == "v0002\n"
+    assert sorted(p.name for p in root.iterdir()) == [PUBLISH_LOCK, "LATEST", "v0001", "v0002"]
+    assert [load(root / name).round for name in ("v0001", "v0002")] == [1, 2]
 
 
 def test_hnsw_above_the_threshold(tmp_path, inputs):

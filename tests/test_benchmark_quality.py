@@ -14,8 +14,8 @@ import pytest
 
 from benchmarks import quality
 from benchmarks._quality_data import item_categories
-from server.evaluation import central_users
-from shared.recbole import load_atomic, write_user_subset
+from simulations.evaluation import central_users
+from simulations.recbole import load_atomic, write_user_subset
 
 CATEGORY_PATHS = [
     "Tapes, Adhesives & Sealants",
@@ -221,3 +221,88 @@ def test_a_variant_measured_at_several_epsilons_is_drawn_as_its_own_frontier(tmp
     path = tmp_path / "frontier.png"
     report.privacy_utility_plot(default, path, "full", frontiers)
     assert path.stat().st_size > 0
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "quality"
+
+
+@pytest.mark.parametrize("row", ["federated", "dp-eps8", "dp-eps3", "dp-eps1", "client-dp"])
+def test_partner_rows_keep_their_committed_configuration(row: str) -> None:
+    """Whatever the pyproject defaults become, a partner-mode row runs with the config its JSON records."""
+    committed = json.loads((COMMITTED / f"{row}.json").read_text())["run_config"]
+    built = quality.federated_config(quality.FULL, row, [900] * 10, {}).to_flower()
+    assert {k: built[k] for k in committed} == committed
+    assert built["dp-mode"] == "partner" and built["federation-population"] == 0
+
+
+def test_federation_rows_declare_the_federation_population() -> None:
+    declared = [400, 450, 500]
+    plan = quality.replace(quality.FULL, clients=3)
+    for row, target in (("fed-nonprivate", None), ("fed-dp-eps8", 8.0), ("fed-dp-eps1", 1.0)):
+        cfg = quality.federated_config(plan, row, declared, {"run-dir": "x"})
+        assert cfg.federation_dp and cfg.secure_aggregation and cfg.run_dir == "x"
+        assert cfg.federation_population == sum(declared) and cfg.min_clients == 3
+        assert (cfg.lora_rank, cfg.item_id_rank, cfg.learning_rate) == (0, 16, 0.003)
+        assert cfg.num_server_rounds == quality.FEDERATION_ROUNDS
+        assert cfg.private == (target is not None)
+        if target:
+            assert cfg.target_epsilon == target and cfg.delta == 1e-5
+    quick = quality.federated_config(quality.QUICK, "fed-dp-eps8", declared, {})
+    assert quick.num_server_rounds == quality.QUICK.federation_rounds
+    # a variant's --run-config wins over the row's pinned values
+    tried = quality.replace(plan, run_config={"learning-rate": "0.01", "lora-rank": "0"})
+    assert quality.federated_config(tried, "fed-dp-eps8", declared, {}).learning_rate == 0.01
+    assert quality.federated_config(tried, "dp-eps8", declared, {}).lora_rank == 0
+
+
+def test_share_of_the_learnable_gain_and_federation_epsilon(tmp_path: Path) -> None:
+    from benchmarks import _quality_report as report
+
+    def metrics(recall: float) -> dict:
+        return {"recall@10": recall, "ndcg@10": recall / 2, "recall@50": 2 * recall, "ndcg@50": recall}
+
+    def row(name: str, test: float, valid: float, **extra) -> dict:
+        plan = {"clients": 3, "alpha": 0.5, "rounds": 4, "local_steps": 10, "batch_size": 64}
+        return {
+            "row": name,
+            "test": metrics(test),
+            "valid": metrics(valid),
+            "plan": plan,
+            "wall_time_s": 60.0,
+            "command": "c",
+            **extra,
+        }
+
+    federation = {"epsilon": {"aggregate": 7.99, "share": 61.2}, "sigma": 1.1, "share_sigma": 0.64}
+    federation |= {"noise_shares": 3, "population": 1500}
+    rows = {
+        "zero-shot": row("zero-shot", 0.10, 0.11),
+        "federated": row("federated", 0.11, 0.13),
+        "dp-eps8": row("dp-eps8", 0.1025, 0.115, epsilon={"client-0": 8.0}),
+        "fed-nonprivate": row("fed-nonprivate", 0.14, 0.15),
+        "fed-dp-eps8": row("fed-dp-eps8", 0.13, 0.14, federation=federation, run_config={}),
+    }
+    assert report.gain_kept(rows, "dp-eps8", "test") == pytest.approx(0.25)
+    assert report.gain_kept(rows, "dp-eps8", "valid") == pytest.approx(0.25)
+    assert report.gain_kept(rows, "fed-dp-eps8", "test") == pytest.approx(0.75)
+    assert report.gain_kept(rows, "fed-dp-eps8", "valid") == pytest.approx(0.75)
+    assert report.gain_text(rows, "fed-dp-eps8") == "test 75% / valid 75%"
+    assert report.gain_text(rows, "federated") == ""  # not a DP row
+    assert report.max_epsilon(rows["fed-dp-eps8"]) == pytest.approx(7.99)  # the aggregate view
+    assert "7.99 (aggregate view)" in report.epsilon_text(rows["fed-dp-eps8"])
+    assert "61.20 (share view)" in report.epsilon_text(rows["fed-dp-eps8"])
+    lines = report.table(rows, None, quick=False)
+    fed = next(line for line in lines if line.startswith(f"| {report.LABELS['fed-dp-eps8']} |"))
+    assert "test 75% / valid 75%" in fed
+    assert any("VQ-Rec" in line and "same split" in line for line in lines)
+    assert any("Recformer" in line and "different split" in line for line in lines)
+    path = tmp_path / "frontier.png"
+    report.privacy_utility_plot(rows, path, "full")
+    assert path.stat().st_size > 0
+    # zero-shot is the reference's own untrained model when its curve has round 0
+    rows["fed-nonprivate"]["curve"] = [{"round": 0, "test-recall@10": 0.12, "valid-recall@10": 0.13}]
+    assert report.gain_kept(rows, "fed-dp-eps8", "test") == pytest.approx(0.5)
+    assert report.gain_kept(rows, "fed-dp-eps8", "valid") == pytest.approx(0.5)
+    rows["fed-nonprivate"]["test"] = metrics(0.11)  # below its own zero-shot: no gain to keep
+    assert report.gain_kept(rows, "fed-dp-eps8", "test") is None
+    assert "test n/a" in report.gain_text(rows, "fed-dp-eps8")

@@ -12,9 +12,12 @@ tests/test_secure_federation.py).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
+from conftest import PARTNER_MODE  # tests/ is on sys.path under pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
@@ -22,8 +25,9 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.app import BUDGET_EXHAUSTED, TERMS_REFUSED, make_app
 from client.policy import PartnerPolicy, terms
-from shared.adapters import ADAPTER_NAMES, WEIGHT, to_record
+from shared.adapters import ADAPTER_NAMES, WEIGHT, from_record, to_record
 from shared.config import RunConfig
+from shared.federation import federation_noise
 from shared.ledger import Ledger
 from shared.model import Recommender
 from shared.privacy import epsilon
@@ -31,7 +35,7 @@ from shared.report import PrivacyReport
 from shared.schema import load_catalogue
 from simulations.shop import ShopConfig, write_shop
 
-SMALL = {"local-steps": 2, "batch-size": 8, "num-server-rounds": 3}
+SMALL = {**PARTNER_MODE, "local-steps": 2, "batch-size": 8, "num-server-rounds": 3}
 
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
@@ -66,7 +70,7 @@ def _context(shop, tmp_path, data: int, node: dict | None = None, **run) -> Cont
 
 
 def _initial(shop) -> dict:
-    cfg = RunConfig()
+    cfg = RunConfig.from_flower(SMALL)
     return Recommender(cfg.model_config(len(load_catalogue(shop[0])))).trainable_state()
 
 
@@ -201,12 +205,13 @@ def test_a_fifty_user_partner_at_default_settings_ends_within_the_default_target
     """The review's worst case: a partner of ~50 users at batch 200 has q = 1 (no amplification) and
     once ended at ε = 62. Now its σ is calibrated from its declared population to the default target
     over the planned rounds: after all four rounds its ε is at most 8, and close to it."""
-    defaults = {k: v for k, v in RunConfig().to_flower().items() if k in SMALL}
+    partner = RunConfig.from_flower(PARTNER_MODE)  # partner mode's settings, otherwise the defaults
+    defaults = {k: v for k, v in partner.to_flower().items() if k in SMALL}
     run = {**defaults, "lora-rank": 0}  # a frozen text tower keeps the test fast; accounting is the same
     context = _context(shop, tmp_path, 0, **run)
     n_items = len(load_catalogue(shop[0]))
-    initial = Recommender(RunConfig(lora_rank=0).model_config(n_items)).trainable_state()
-    for r in range(1, RunConfig().num_server_rounds + 1):
+    initial = Recommender(replace(partner, lora_rank=0).model_config(n_items)).trainable_state()
+    for r in range(1, partner.num_server_rounds + 1):
         report = PrivacyReport.from_record(dict(_ask(context, initial, r).content["privacy"]))
         assert report.sample_rate == 1.0 and report.target_epsilon == 8.0 and report.epsilon_cap == 10.0
     spent = Ledger(tmp_path / "partner-0" / "privacy-ledger.jsonl").epsilon(1e-5)[0]
@@ -227,3 +232,51 @@ def test_calibration_aims_at_the_tightest_of_target_and_caps(run, node, target):
     agreed = terms(cfg, PartnerPolicy.from_node_config({"population": 100, **node}))
     assert agreed.target_epsilon == target
     assert agreed.epsilon_cap == min(c for c in (cfg.epsilon_cap, node.get("max-epsilon", 99)) if c > 0)
+
+
+FEDERATION = {
+    "dp-mode": "federation",
+    "secure-aggregation": False,
+    "federation-population": 100,  # two partners declaring 50 each
+    "min-clients": 3,
+    "num-server-rounds": 3,
+    "lora-rank": 0,
+    "item-id-rank": 4,
+}
+
+
+def test_federation_mode_sends_a_noised_share_behind_a_ledger_line_and_nothing_else(shop, tmp_path):
+    """Federation mode's reply, from two partners with different data: everything but the arrays is the
+    same (public), the arrays moved, and the ledger holds one step at σ under the view the partner
+    trusts (here the only one the run offers without SecAgg+: one share, σ/√t)."""
+    cfg = RunConfig.from_flower({**SMALL, **FEDERATION})
+    initial = Recommender(cfg.model_config(len(load_catalogue(shop[0])))).trainable_state()
+    noise = federation_noise(cfg)
+    cleartext = []
+    for data in (0, 1):
+        reply = _ask(_context(shop, tmp_path / str(data), data, **FEDERATION), initial)
+        cleartext.append(_clear_part(reply))
+        report = PrivacyReport.from_record(dict(reply.content["privacy"]))
+        assert (report.mode, report.view, report.noise_shares, report.steps) == ("federation", "share", 3, 1)
+        assert report.sample_rate == 0.1 and report.noise_multiplier == pytest.approx(noise.share_sigma)
+        (release,) = Ledger(tmp_path / str(data) / f"partner-{data}" / "privacy-ledger.jsonl").releases()
+        assert (release.noise_multiplier, release.sample_rate, release.steps) == (
+            report.noise_multiplier,
+            0.1,
+            1,
+        )
+        moved = [k for k, v in from_record(reply.content["arrays"]).items() if not torch.equal(v, initial[k])]
+        assert moved  # a share was applied (noise alone moves every tensor)
+    assert cleartext[0] == cleartext[1], "a value in the reply depends on the partner's private data"
+
+
+@pytest.mark.parametrize(
+    "node, why",
+    [({"max-epsilon": 1.0}, "max-epsilon"), ({"trust": "aggregate"}, "needs secure aggregation")],
+)
+def test_federation_mode_partner_refuses_before_spending(shop, tmp_path, node, why):
+    cfg = RunConfig.from_flower({**SMALL, **FEDERATION})
+    initial = Recommender(cfg.model_config(len(load_catalogue(shop[0])))).trainable_state()
+    reply = _ask(_context(shop, tmp_path, 0, node=node, **FEDERATION), initial)
+    assert reply.has_error() and reply.error.code == TERMS_REFUSED and why in reply.error.reason
+    assert not (tmp_path / "partner-0" / "privacy-ledger.jsonl").exists()  # nothing spent

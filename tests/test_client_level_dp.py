@@ -21,7 +21,9 @@ def _flower(sigma: float, releases: int, n: int) -> float:
 
 
 def test_releases_compose_like_one_flower_accountant_and_are_ledgered(tmp_path):
-    dp = ClientLevelDP(RunConfig(client_noise_multiplier=1.3), 5, tmp_path)
+    dp = ClientLevelDP(
+        RunConfig(dp_mode="partner", secure_aggregation=False, client_noise_multiplier=1.3), 5, tmp_path
+    )
     for r in (1, 2, 3):
         dp.compose(r)
     assert dp.epsilon() == pytest.approx(_flower(1.3, 3, 5), rel=1e-12)
@@ -34,7 +36,7 @@ def test_releases_compose_like_one_flower_accountant_and_are_ledgered(tmp_path):
 
 
 def test_a_restarted_server_resumes_from_its_ledger(tmp_path):
-    cfg = RunConfig(client_noise_multiplier=1.0)
+    cfg = RunConfig(dp_mode="partner", secure_aggregation=False, client_noise_multiplier=1.0)
     first = ClientLevelDP(cfg, 4, tmp_path)
     first.compose(1)
     first.compose(2)
@@ -46,7 +48,13 @@ def test_a_restarted_server_resumes_from_its_ledger(tmp_path):
 
 def test_cap_refuses_the_release_that_would_pass_it(tmp_path):
     cap = (_flower(2.0, 2, 3) + _flower(2.0, 3, 3)) / 2
-    dp = ClientLevelDP(RunConfig(client_noise_multiplier=2.0, client_epsilon_cap=cap), 3, tmp_path)
+    dp = ClientLevelDP(
+        RunConfig(
+            dp_mode="partner", secure_aggregation=False, client_noise_multiplier=2.0, client_epsilon_cap=cap
+        ),
+        3,
+        tmp_path,
+    )
     allowed = 0
     while not dp.would_exceed():
         allowed += 1
@@ -56,6 +64,6 @@ def test_cap_refuses_the_release_that_would_pass_it(tmp_path):
 
 def test_secure_aggregation_with_client_level_dp_needs_client_side_clipping():
     with pytest.raises(ValueError, match="client-clipping=client"):
-        RunConfig(secure_aggregation=True, client_noise_multiplier=1.0)
+        RunConfig(dp_mode="partner", secure_aggregation=True, client_noise_multiplier=1.0)
     with pytest.raises(ValueError, match="client-clipping"):
         RunConfig(client_clipping="both")

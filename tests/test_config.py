@@ -130,7 +130,9 @@ def test_cross_field_rules_name_both_keys():
     with pytest.raises(ValueError, match=r"'hard-negatives' \(1\) must be <= 'num-negatives' \(0\)"):
         RunConfig.from_flower({"num-negatives": 0})
     with pytest.raises(ValueError, match="'secure-aggregation' with 'client-noise-multiplier'"):
-        RunConfig.from_flower({"secure-aggregation": "true", "client-noise-multiplier": 1})
+        RunConfig.from_flower(
+            {"dp-mode": "partner", "secure-aggregation": "true", "client-noise-multiplier": 1}
+        )
 
 
 def test_direct_construction_is_checked_too():

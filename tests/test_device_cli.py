@@ -66,7 +66,7 @@ def test_an_empty_query_is_refused(no_load, capsys, query):
 
 def test_a_huge_query_is_cut_before_tokenizing_and_said_so(published, home, monkeypatch, capsys):
     searched = []
-    monkeypatch.setattr(Device, "search", lambda self, query, k=10: searched.append(query) or [])
+    monkeypatch.setattr(Device, "search", lambda self, query, k=10, **options: searched.append(query) or [])
     query = "ultralight tent " * 700_000  # 11 MB
     assert main(["search", query, "--artifact", str(published)]) == 0
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import PARTNER_MODE  # tests/ is on sys.path under pytest
 
 from audit.ledgers import main as audit_main
 from client.device import Device
@@ -33,6 +34,7 @@ def run(tmp_path_factory):
         catalogue=str(catalogue),
         events=str(events),
         overrides={
+            **PARTNER_MODE,
             "num-server-rounds": 3,
             "local-steps": 2,
             "batch-size": 8,

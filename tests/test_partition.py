@@ -2,8 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.embedded import iid_split
 from shared.schema import load_events
-from simulations.partition import SCHEMES, dominant_categories, partition_users, write_partitions
+from simulations.partition import (
+    SCHEMES,
+    dominant_categories,
+    partition_users,
+    split_by_column,
+    write_partitions,
+)
 from simulations.shop import ShopConfig, generate_shop
 
 
@@ -144,3 +151,74 @@ def test_write_partitions_refuses_to_lose_or_copy_a_user(tmp_path, shop):
         write_partitions(events, [parts[0]], tmp_path)
     with pytest.raises(ValueError, match="partitions 0 and 1"):
         write_partitions(events, [parts[0], parts[1] + parts[0][:1]], tmp_path)
+
+
+def _shop_column(events: pd.DataFrame) -> pd.DataFrame:
+    """The logs with a `shop` column: users spread over three shops, one user at two, a row with none."""
+    out = events.copy()
+    users = sorted(out["user_id"].unique())
+    shop_of = {user: ("north", "south", "west")[i % 3] for i, user in enumerate(users)}
+    out["shop"] = out["user_id"].map(shop_of)
+    out.loc[out.index[(out["user_id"] == users[0]).to_numpy()][:2], "shop"] = "south"  # a customer of two
+    out.loc[out.index[-1], "shop"] = ""
+    return out
+
+
+def test_partition_by_column_gives_one_client_per_value_with_its_own_rows(tmp_path, shop):
+    events = _shop_column(shop[0])
+    events.to_csv(tmp_path / "events.csv", index=False)
+    values, parts, unassigned = split_by_column(tmp_path / "events.csv", "shop", tmp_path / "partitions")
+    assert values == ["north", "south", "west"] and unassigned == 1
+    total = 0
+    for client, value in enumerate(values):
+        rows = pd.read_csv(tmp_path / "partitions" / f"client-{client}" / "events.csv", dtype=str)
+        assert set(rows["shop"]) == {value} and list(rows.columns) == list(events.columns)
+        assert parts[client] == sorted(rows["user_id"].unique())
+        total += len(rows)
+    assert total == len(events) - 1  # every row with a value, exactly once
+    first = sorted(events["user_id"].unique())[0]
+    assert first in parts[0] and first in parts[1]  # one user at each partner it shops at
+
+
+def test_partition_by_column_reads_parquet(tmp_path, shop):
+    events = _shop_column(shop[0])
+    events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
+    events.to_parquet(tmp_path / "events.parquet")
+    values, _, _ = split_by_column(tmp_path / "events.parquet", "shop", tmp_path / "partitions")
+    rows = pd.read_csv(tmp_path / "partitions" / "client-0" / "events.csv", dtype=str)
+    assert len(values) == 3 and rows["timestamp"].str.endswith("+00:00").all()
+
+
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("region", None, "no such column"),
+        ("shop", ["north"], "1 distinct value"),
+        ("shop", [""], "0 distinct"),
+    ],
+)
+def test_partition_by_column_refuses_a_missing_column_or_a_single_client(
+    tmp_path, shop, column, values, message
+):
+    events = shop[0].copy()
+    if values:
+        events["shop"] = values[0]
+    events.to_csv(tmp_path / "events.csv", index=False)
+    with pytest.raises(ValueError, match=message):
+        split_by_column(tmp_path / "events.csv", column, tmp_path / "partitions")
+
+
+def test_simulate_partition_by_fails_before_any_training(tmp_path):
+    from fedrec.cli import main
+
+    catalogue, events = generate_shop(ShopConfig(n_items=60, n_users=20, seed=2))
+    catalogue.to_csv(tmp_path / "catalogue.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    argv = ["simulate", "--out", str(tmp_path / "run"), "--catalogue", str(tmp_path / "catalogue.csv")]
+    argv += ["--events", str(tmp_path / "events.csv"), "--partition-by", "shop"]
+    assert main(argv) == 2  # the CLI's one-line error, exit 2
+    assert not (tmp_path / "run" / "partitions").exists()
+
+
+def test_iid_partition_is_the_split_each_embedded_client_derives(shop, users):
+    assert partition_users(*shop, num_clients=3, scheme="iid", seed=4) == iid_split(users, 3, seed=4)

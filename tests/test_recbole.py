@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared.recbole import SET_ASIDE_REASONS, load_atomic
 from shared.schema import (
     CATALOGUE_COLUMNS,
     EVENTS_COLUMNS,
@@ -17,6 +16,7 @@ from shared.schema import (
     load_catalogue,
     load_events,
 )
+from simulations.recbole import SET_ASIDE_REASONS, load_atomic
 
 REAL = Path("/work/shared/datasets/amazon-scientific")
 

@@ -1,4 +1,5 @@
-"""Property tests of the loaders: whatever the file holds, the outcome is a load or a SchemaError.
+"""Property tests of the loaders and of a device's history reader: whatever the file holds, the outcome
+is a load or a SchemaError (for the history reader: or a ValueError or OSError naming the file).
 
 A load accounts for every row (read = kept + quarantined, each quarantined row in the private
 quarantine file); a SchemaError names the file. Any other exception is a bug.
@@ -7,6 +8,7 @@ quarantine file); a SchemaError names the file. Any other exception is a bug.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 import stat
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from client.device import read_history
 from shared.schema import (
     CATALOGUE_COLUMNS,
     EVENT_TYPES,
@@ -36,6 +39,7 @@ from shared.schema import (
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEWER = settings(SETTINGS, max_examples=50)  # each example loads a file twice, or reads a history
 CATALOGUE = pd.DataFrame(
     {
         "item_id": ["i1", "i2", "1", "2"],
@@ -233,3 +237,106 @@ def test_any_csv_catalogue_loads_or_names_the_file(data):
 @given(parquet_bytes(CATALOGUE_COLUMNS))
 def test_any_small_parquet_catalogue_loads_or_names_the_file(data):
     check_catalogue(data, "catalogue.parquet")
+
+
+# --------------------------------------------------------------------------------------------- device history
+HISTORY_COLUMNS = ("user_id", "item_id", "event", "timestamp")
+HISTORY_NAMES = ["history.csv", "history.parquet", "history.txt", "history"]  # read by content, not name
+
+
+def check_history(data: bytes, name: str) -> None:
+    """read_history gives a history (ids, perhaps none engaged with) and a purchased set, or an error
+    naming the file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        arg = str(path)
+        try:
+            history, purchased = read_history(arg)
+        except SchemaError as error:
+            assert error.file == arg and str(error).startswith(arg)
+            return
+        except (ValueError, OSError) as error:  # FileNotFoundError, IsADirectoryError: OSError
+            assert arg in str(error), repr(error)
+            return
+        assert isinstance(history, list) and all(isinstance(item, str) and item for item in history)
+        assert isinstance(purchased, set) and all(isinstance(item, str) and item for item in purchased)
+
+
+def history_text() -> st.SearchStrategy[bytes]:
+    """One id a line, with comments, blanks, commas and broken bytes now and then."""
+    line = st.one_of(
+        st.sampled_from(["i1", "i2", " i3 ", "# a comment", "", "i1,i2", "\x00", "1.0"]),
+        st.text(max_size=8),
+    )
+    lines = st.lists(line, max_size=6).map(lambda found: "\n".join(found).encode("utf-8", "surrogatepass"))
+    return st.one_of(lines, st.binary(max_size=100))
+
+
+@FEWER
+@given(st.one_of(any_bytes(HISTORY_COLUMNS), history_text()), st.sampled_from(HISTORY_NAMES))
+def test_any_history_file_reads_or_names_the_file(data, name):
+    check_history(data, name)
+
+
+@FEWER
+@given(parquet_bytes(HISTORY_COLUMNS), st.sampled_from(HISTORY_NAMES))
+def test_any_small_parquet_history_table_reads_or_names_the_file(data, name):
+    check_history(data, name)
+
+
+# --------------------------------------------------------------------------------------------- chunks
+def load_outcome(path: Path, folder: Path, **options) -> tuple:
+    """What load_events makes of a file: the error's file, or the events, report and quarantine text."""
+    try:
+        events, report = load_events(path, CATALOGUE, folder, **options)
+    except SchemaError as error:
+        return ("error", error.file)
+    written = Path(report.quarantine_file).read_bytes() if report.quarantine_file else b""
+    if written[:2] == b"\x1f\x8b":
+        written = gzip.decompress(written)
+    counts = (report.read, report.kept, report.quarantined, report.reasons, report.examples)
+    return ("loaded", events, counts, written)
+
+
+@FEWER
+@given(
+    st.one_of(
+        any_bytes(EVENTS_COLUMNS).map(lambda d: (d, "events.csv")),
+        parquet_bytes(EVENTS_COLUMNS).map(lambda d: (d, "events.parquet")),
+    ),
+    st.integers(1, 4),
+    st.integers(0, 300),
+)
+def test_events_in_any_chunks_load_as_the_whole_file(file, chunk_rows, plain_chars):
+    """Chunks and compression change nothing: the same events, counts, first rows and quarantined rows."""
+    data, name = file
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        whole = load_outcome(path, Path(folder) / "whole")
+        chunked = load_outcome(
+            path, Path(folder) / "chunked", chunk_rows=chunk_rows, plain_quarantine_chars=plain_chars
+        )
+    assert whole[0] == chunked[0] and whole[2:] == chunked[2:]
+    if whole[0] == "loaded":
+        pd.testing.assert_frame_equal(whole[1], chunked[1])
+
+
+@FEWER
+@given(any_bytes(CATALOGUE_COLUMNS), st.integers(1, 4))
+def test_a_catalogue_in_any_chunks_loads_as_the_whole_file(data, chunk_rows):
+    """The same catalogue, or an error for both (the first error found may differ: chunks go in turn)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "catalogue.csv"
+        path.write_bytes(data)
+        outcomes = []
+        for options in ({}, {"chunk_rows": chunk_rows}):
+            try:
+                outcomes.append(load_catalogue(path, **options))
+            except SchemaError as error:
+                assert error.file == "catalogue.csv"
+                outcomes.append(None)
+    assert (outcomes[0] is None) == (outcomes[1] is None)
+    if outcomes[0] is not None:
+        pd.testing.assert_frame_equal(*outcomes)

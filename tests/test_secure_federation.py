@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from conftest import PARTNER_MODE  # tests/ is on sys.path under pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import PrivacyConfig, RdpAccountant
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, SamplingMethod
@@ -33,7 +34,7 @@ from shared.signing import run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
-BASE = {"local-steps": 2, "batch-size": 8, "noise-multiplier": 1.2}
+BASE = {**PARTNER_MODE, "local-steps": 2, "batch-size": 8, "noise-multiplier": 1.2}
 
 
 def flower_epsilon(sigma: float, releases: int, n: int = 2, delta: float = 1e-5) -> float:

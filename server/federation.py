@@ -1,0 +1,145 @@
+"""Federation mode's server half: the mean of the clients' replies becomes one Adam step (DP-FedAvg).
+
+Each client replies global − share_c (`client.train.federation_share`) with an equal weight, so Flower's
+FedAvg gives global − (1/n)·Σ share_c and the noisy mean gradient is ĝ = Σ share_c = n·(global − mean)
+(`shared/federation.py` for what each share holds). The server takes one step of Adam on ĝ, with the run
+config's learning rate per group of tensors: DP-FedAvg with a server optimizer (FedAdam, Reddi et al.
+2021). That is post-processing of a DP release and costs no privacy.
+
+A round with fewer than t = min-clients replies is not aggregated: a sum of fewer shares carries less
+than the noise the accountant assumed, so the global model is kept and the round is recorded as
+skipped. Each aggregated round is written to the server's privacy ledger
+(`RUN_DIR/server/privacy-ledger.jsonl`, unit "user", σ of the view the run offers), which `fedrec audit`
+verifies like any other. `FederationStep` wraps FedAvg on the message-API path; the SecAgg+ path calls
+the same `ServerStep` (server/secure_aggregation.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from server.wrapper import StrategyWrapper
+from shared.config import RunConfig
+from shared.federation import FederationNoise, federation_noise
+from shared.ledger import LEDGER_NAME, Ledger
+from shared.model import param_group
+from shared.privacy import NOISE_SECRET, epsilon
+from shared.run_record import FederationSummary
+
+SERVER_PARTY = "server"
+
+
+class TooFewShares(ValueError):
+    """Fewer replies than the noise shares the accountant counts on."""
+
+
+class ServerStep:
+    """The server optimizer of a federation-mode run, and its privacy ledger."""
+
+    def __init__(
+        self, cfg: RunConfig, initial: dict[str, np.ndarray], ledger_dir: str | Path, run: str
+    ) -> None:
+        self.noise: FederationNoise = federation_noise(cfg)
+        self.private = cfg.private
+        self.delta = cfg.delta
+        self.max_grad_norm = cfg.max_grad_norm
+        self.run = run
+        self.ledger = Ledger(Path(ledger_dir) / LEDGER_NAME)
+        self.params = {
+            name: torch.nn.Parameter(torch.tensor(a, dtype=torch.float32)) for name, a in initial.items()
+        }
+        rates = cfg.learning_rates()
+        groups: dict[str, list[torch.nn.Parameter]] = {}
+        for name, p in self.params.items():
+            groups.setdefault(param_group(name), []).append(p)
+        self.optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items()])
+        self.rounds = 0
+
+    def step(self, server_round: int, current: dict[str, np.ndarray], mean: dict[str, np.ndarray], n: int):
+        """The new global model from this round's mean reply over `n` clients: {name: float32 array}."""
+        if n < self.noise.shares:
+            raise TooFewShares(
+                f"{n} replies < min-clients {self.noise.shares}: their sum carries less noise than accounted;"
+                " not aggregated, global model kept"
+            )
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(torch.from_numpy(np.asarray(current[name], dtype=np.float32)))
+                p.grad = n * (p.detach() - torch.from_numpy(np.asarray(mean[name], dtype=np.float32)))
+        self.optimizer.step()
+        self.rounds += 1
+        if self.private:
+            self.ledger.append(
+                SERVER_PARTY,
+                server_round,
+                1,
+                self.noise.view_sigma(self.noise.offered),
+                self.noise.sample_rate,
+                self.max_grad_norm,
+                self.delta,
+                run=self.run,
+                noise=NOISE_SECRET,  # the clients' secret shares
+            )
+        return {name: p.detach().numpy().copy() for name, p in self.params.items()}
+
+    def summary(self) -> FederationSummary:
+        """σ, the rounds aggregated, and ε per view the run can give, over this run's rounds."""
+        views = self.noise.epsilons(self.rounds, self.delta) if self.private else {}
+        rdp = {
+            v: epsilon([(self.noise.view_sigma(v), self.noise.sample_rate, self.rounds)], self.delta, "rdp")
+            if self.rounds
+            else 0.0
+            for v in views
+        }
+        return FederationSummary(
+            sigma=self.noise.sigma if self.private else 0.0,
+            share_sigma=self.noise.share_sigma if self.private else 0.0,
+            noise_shares=self.noise.shares,
+            sample_rate=self.noise.sample_rate,
+            population=self.noise.population,
+            offered=self.noise.offered,
+            rounds=self.rounds,
+            epsilon=views,
+            epsilon_rdp=rdp,
+            delta=self.delta,
+            ledger=str(self.ledger.path),
+        )
+
+
+class FederationStep(StrategyWrapper):
+    """Wraps FedAvg (equal weights): its mean of the replies goes through `ServerStep`."""
+
+    def __init__(self, strategy: Strategy, step: ServerStep) -> None:
+        super().__init__(strategy)
+        self.server_step = step
+        self.current: dict[str, np.ndarray] = {}
+        self.skipped: dict[int, list[str]] = {}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.current = {k: v.numpy() for k, v in arrays.items()}
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is None:
+            return None, metrics
+        try:
+            new = self.server_step.step(
+                server_round, self.current, {k: v.numpy() for k, v in arrays.items()}, len(replies)
+            )
+        except TooFewShares as err:
+            self.skipped.setdefault(server_round, []).append(str(err))
+            return None, metrics
+        return ArrayRecord({k: Array(v) for k, v in new.items()}), metrics

@@ -1,0 +1,369 @@
+"""A real deployment on loopback, as the README's "Deploy" section walks an operator through it.
+
+A SuperLink with TLS and SuperNode authentication, three registered SuperNodes, each reading only its own
+partner's log and keeping its own state folder, run a tiny two-round federation launched with `flwr run`;
+the server publishes a signed index. A SuperNode whose key is not registered, and one that will not speak
+TLS, are refused. Every process the test starts is stopped by the test, by PID (its whole process tree:
+the SuperLink starts a SuperExec and the ServerApp in their own sessions), and every wait is bounded.
+Only 127.0.0.1 is used. Select with `-m deployment`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedrec.deploy import (
+    RunFailed,
+    flower_env,
+    flwr,
+    make_certs,
+    make_keys,
+    run_logs,
+    start_run,
+    wait_for_run,
+)
+from shared.artifact import load_artifact
+from shared.embedded import iid_split
+from shared.ledger import LEDGER_NAME, Ledger
+from shared.run_record import RUN_RECORD, RunRecord
+from shared.signing import run_public_key
+from simulations.shop import ShopConfig, write_shop
+
+pytestmark = pytest.mark.deployment
+
+HOST = "127.0.0.1"
+PARTNERS = 3
+POPULATION = 50  # each partner's declared bound
+# the deployment's mechanics, not a privacy mode: per-partner DP-SGD without SecAgg+ (its 3 extra message
+# stages would each start a ClientApp process on every SuperNode, every round)
+TINY = 'num-server-rounds=2 local-steps=1 batch-size=16 history-length=8 dp-mode="partner"'
+TINY += " secure-aggregation=false"
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _children() -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Each live process's children from /proc: by parent PID, and by the `--parent-pid` a SuperExec names
+    (a SuperExec whose SuperNode exited is reparented to init, but still names it)."""
+    by_ppid: dict[int, list[int]] = {}
+    by_argument: dict[int, list[int]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        by_ppid.setdefault(ppid, []).append(int(proc.name))
+        if b"--parent-pid" in argv[:-1]:
+            by_argument.setdefault(int(argv[argv.index(b"--parent-pid") + 1]), []).append(int(proc.name))
+    return by_ppid, by_argument
+
+
+def _tree(pid: int, alive: bool = True) -> list[int]:
+    """`pid` and all its descendants, parents first. For a process that has exited (its PID may be reused)
+    only what it left behind: the SuperExecs naming it, and theirs."""
+    by_ppid, by_argument = _children()
+    found, todo = [], list(by_argument.get(pid, [])) if not alive else [pid]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.append(current)
+            todo.extend(by_ppid.get(current, []) + by_argument.get(current, []))
+    return found
+
+
+def _started_at(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat): a PID reused later has another one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _signal(pids: dict[int, str | None], sig: signal.Signals) -> None:
+    for pid, started in pids.items():
+        if started is not None and _started_at(pid) == started:  # still the process found, not a reuse
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each started process and its descendants by PID, then SIGKILL what is left after 15 s."""
+    pids = [pid for proc in procs for pid in _tree(proc.pid, alive=proc.poll() is None)]
+    _stop_pids(pids, procs)
+
+
+def _stop_pids(roots: list[int], procs: list[subprocess.Popen] = ()) -> None:
+    """`_stop` for PIDs: the processes `roots` and their descendants (`procs`: those this test reaps)."""
+    pids = {pid: _started_at(pid) for root in set(roots) for pid in _tree(root)}
+    _signal(pids, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    while time.monotonic() < deadline and any(_started_at(p) == s for p, s in pids.items() if s):
+        time.sleep(0.5)
+    _signal(pids, signal.SIGKILL)
+    for proc in procs:
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def federation(tmp_path):
+    """Partners' files, TLS files, keys, a Flower config naming the SuperLink, and the processes' list."""
+    catalogue, events = write_shop(tmp_path / "shop", ShopConfig(n_items=120, n_users=90, seed=3))
+    log = pd.read_csv(events)
+    partners = []
+    for index, users in enumerate(iid_split(sorted(log["user_id"].unique()), PARTNERS, seed=0)):
+        folder = tmp_path / f"partner-{index}"  # what one partner holds: its log and its state
+        folder.mkdir()
+        log[log["user_id"].isin(users)].to_csv(folder / "events.csv", index=False)
+        partners.append(folder)
+    certs = make_certs(tmp_path / "certs")
+    keys = make_keys(tmp_path / "keys", PARTNERS + 1)  # the last one is never registered
+    port = _free_port()
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "fedrec"\n\n[superlink.fedrec]\n'
+        f'address = "{HOST}:{port}"\nroot-certificates = "{certs["ca.crt"]}"\n'
+    )
+    env = flower_env(home)  # no Ray: a deployment's SuperNodes run each ClientApp as a process
+    procs: list[subprocess.Popen] = []
+    try:
+        yield {
+            "tmp": tmp_path,
+            "catalogue": catalogue,
+            "partners": partners,
+            "certs": certs,
+            "keys": keys,
+            "port": port,
+            "env": env,
+            "procs": procs,
+        }
+    finally:
+        _stop(procs)
+
+
+def _start(fed, name: str, *args: str) -> subprocess.Popen:
+    with open(fed["tmp"] / f"{name}.log", "wb") as log:  # the process keeps its own copy of the handle
+        proc = subprocess.Popen(
+            [str(BIN / args[0]), *args[1:]],
+            env=fed["env"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=fed["tmp"],
+        )
+    fed["procs"].append(proc)
+    return proc
+
+
+def _superlink(fed) -> subprocess.Popen:
+    certs = fed["certs"]
+    proc = _start(
+        fed,
+        "superlink",
+        "flower-superlink",
+        "--ssl-ca-certfile", str(certs["ca.crt"]),
+        "--ssl-certfile", str(certs["server.pem"]),
+        "--ssl-keyfile", str(certs["server.key"]),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host", HOST,
+        "--port", str(fed["port"]),
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not _listening(fed["port"]):
+        assert proc.poll() is None, (fed["tmp"] / "superlink.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the SuperLink did not listen within 60 s"
+        time.sleep(0.5)
+    return proc
+
+
+def _supernode(fed, index: int, key: int, extra: tuple[str, ...] = (), tls: bool = True) -> subprocess.Popen:
+    partner = fed["partners"][index]
+    node_config = (
+        f'data-path="{partner / "events.csv"}" catalogue="{fed["catalogue"]}" work-dir="{partner / "state"}"'
+        f' client-index={index} client-name="partner-{index}" population={POPULATION}'
+    )
+    # without TLS, no key either: Flower's SuperNode itself refuses authentication over plaintext, and
+    # the point here is the SuperLink's side: it speaks nothing but TLS
+    key_file = fed["keys"][key][0]
+    security = ["--root-certificates", str(fed["certs"]["ca.crt"])] if tls else ["--insecure"]
+    security += ["--auth-supernode-private-key", str(key_file)] if tls else []
+    return _start(
+        fed,
+        f"supernode-{index}-key-{key}" + ("" if tls else "-insecure"),
+        "flower-supernode",
+        "--superlink", f"{HOST}:{fed['port']}",
+        *security,
+        "--node-config", node_config,
+        "--host", HOST,
+        "--port", str(_free_port()),  # each SuperNode's own local Runtime API
+        *extra,
+    )  # fmt: skip
+
+
+def _completed(run_id: int, connection: str | None, env: dict[str, str], **bounds: float) -> bool:
+    """Whether the run completed; if it did not, its log's end is shown (pytest prints it on failure)."""
+    try:
+        return wait_for_run(run_id, connection, env, **bounds) == "finished:completed"
+    except RunFailed:
+        print(run_logs(run_id, connection, env)[-8000:])
+        raise
+
+
+def _refused(proc: subprocess.Popen, within: float = 90) -> int:
+    """The process's exit status: it must give up (bounded retries) within `within` seconds."""
+    try:
+        return proc.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{proc.args[0]} still running after {within:.0f} s: not refused")
+
+
+def test_tls_authenticated_deployment_publishes_an_index(federation):
+    fed = federation
+    started = time.monotonic()
+    _superlink(fed)
+    for index in range(PARTNERS):
+        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
+    for index in range(PARTNERS):
+        _supernode(fed, index, key=index)
+
+    # refused: a key nobody registered; and a SuperNode that will not speak TLS
+    retries = ("--max-retries", "2", "--max-wait-time", "20")
+    unregistered = _supernode(fed, 0, key=PARTNERS, extra=retries)
+    plaintext = _supernode(fed, 1, key=1, extra=retries, tls=False)
+
+    run_dir = fed["tmp"] / "server-run"
+    config = f'{TINY} min-clients=3 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
+
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    assert [r.round for r in record.rounds] == [1, 2]
+    assert sorted(record.privacy.epsilon) == [f"partner-{i}" for i in range(PARTNERS)]
+    published = record.artifact_path(run_dir)
+    artifact = load_artifact(published, public_key=run_public_key(published))
+    assert published.name == "v0002" and artifact.manifest["round"] == 2
+    for index, partner in enumerate(fed["partners"]):  # each partner's state stays in its own folder
+        ledger = Ledger(partner / "state" / LEDGER_NAME)
+        assert [r.round for r in ledger.releases()] == [1, 2]
+        assert not (run_dir / "clients" / f"partner-{index}").exists()
+
+    assert _refused(unregistered) != 0
+    assert _refused(plaintext) != 0
+    activated = (fed["tmp"] / "superlink.log").read_text().count("[Fleet.ActivateNode] Activated node_id")
+    assert activated == PARTNERS  # neither refused SuperNode ever joined
+    print(f"deployment: 3 SuperNodes x 2 rounds, TLS + auth, in {time.monotonic() - started:.0f} s")
+
+
+def _local_superlinks(home: Path) -> list[int]:
+    """The local SuperLinks `flwr run` started (detached) for this FLWR_HOME, found by their log path."""
+    marker = str(home / "local-superlink").encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flower-superlink" in argv and marker in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def test_flwr_run_as_shipped_trains_on_the_embedded_shop(tmp_path):
+    """`flwr run .` with no catalogue configured: the simulation federation derives the embedded shop,
+    trains and publishes; a run that fails exits non-zero through `fedrec deploy run`."""
+    home = tmp_path / "flwr-home"
+    ray = tempfile.mkdtemp(prefix="fedrec-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    env = flower_env(home) | {
+        "RAY_TMPDIR": ray,
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),  # not the shared default ports
+        "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+    }
+    run_dir = tmp_path / "run"
+    tiny = f'num-server-rounds=1 local-steps=1 batch-size=32 run-dir="{run_dir}"'  # else as shipped
+    started = time.monotonic()
+    superlinks: list[int] = []
+    try:
+        run_id = start_run(str(Path.cwd()), None, [tiny], env, ["client-resources-num-cpus=1"])
+        superlinks = _local_superlinks(home)
+        assert _completed(run_id, None, env, timeout=480, pending_timeout=90)
+        record = RunRecord.load(run_dir / RUN_RECORD)
+        published = record.artifact_path(run_dir)
+        assert load_artifact(published, public_key=run_public_key(published)).manifest["round"] == 1
+        for index in range(2):  # both simulated partners trained, each on the share it derived
+            ledger = Ledger(run_dir / "clients" / f"client-{index}" / LEDGER_NAME)
+            assert [r.round for r in ledger.releases()] == [1]
+        assert record.catalogue == str(run_dir / "data" / "catalogue.csv")  # the embedded shop
+        took = time.monotonic() - started
+
+        bad = start_run(str(Path.cwd()), None, [f'{tiny} catalogue="{tmp_path / "absent.csv"}"'], env)
+        with pytest.raises(RunFailed, match="finished:failed"):
+            wait_for_run(bad, None, env, timeout=120, pending_timeout=60)
+        assert "absent.csv" in run_logs(bad, None, env)  # the reason, in the run's log
+    finally:
+        _stop_pids(superlinks + _local_superlinks(home))
+        shutil.rmtree(ray, ignore_errors=True)
+    print(f"flwr run . (embedded shop, 2 SuperNodes, 1 round): {took:.0f} s")
+
+
+def test_a_supernode_killed_mid_round_does_not_stop_the_run(federation):
+    """Three SuperNodes, two needed: one killed (SIGKILL) while it trains round 1, its release reserved in
+    its ledger; the SuperLink reports it unavailable once its heartbeats stop, the two others finish."""
+    fed = federation
+    started = time.monotonic()
+    _superlink(fed)
+    for index in range(PARTNERS):
+        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
+    nodes = [_supernode(fed, index, key=index) for index in range(PARTNERS)]
+
+    run_dir = fed["tmp"] / "server-run"
+    config = f'{TINY} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    victim = fed["partners"][2] / "state" / LEDGER_NAME
+    deadline = time.monotonic() + 240
+    while not (victim.exists() and Ledger(victim).releases()):  # it has begun training round 1
+        assert time.monotonic() < deadline, "partner-2 never started round 1"
+        time.sleep(0.5)
+    crashed = {pid: _started_at(pid) for pid in _tree(nodes[2].pid)}  # SuperNode, SuperExec, ClientApp
+    _signal(crashed, signal.SIGKILL)  # a crash: no goodbye to the SuperLink, only missing heartbeats
+    nodes[2].wait(timeout=10)
+
+    assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    assert [r.round for r in record.rounds] == [1, 2]
+    assert "partner-2" not in record.rounds[1].epsilon  # gone for round 2
+    for partner in fed["partners"][:2]:
+        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2]
+    assert [r.round for r in Ledger(victim).releases()] == [1]  # its reserved release stays on its ledger
+    assert record.artifact_path(run_dir).name == "v0002"
+    print(f"deployment with a SuperNode killed mid-round: {time.monotonic() - started:.0f} s")

@@ -1,0 +1,59 @@
+"""Federation mode on the real Flower simulation engine: 3 clients on a tiny shop, both aggregation paths.
+
+With SecAgg+ the server sees only the mean of the replies; on the message-API path it sees each one.
+Either way: every client's ledger holds one release per round at σ under its view and the federation's
+rate q; the server's ledger holds one per aggregated round; the run record's federation summary gives
+ε per view, equal to the accountant's over those rounds; the audit passes; the index is published.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.ledgers import main as audit_main
+from shared.federation import AGGREGATE, SHARE
+from shared.ledger import Ledger
+from shared.privacy import epsilon
+from shared.run_record import RUN_RECORD, RunRecord
+from simulations.run import simulate
+from simulations.shop import ShopConfig, write_shop
+
+ROUNDS = 3
+BASE = {"dp-mode": "federation", "num-server-rounds": ROUNDS, "lora-rank": 0, "target-epsilon": 4.0}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return write_shop(
+        tmp_path_factory.mktemp("federation") / "data", ShopConfig(n_items=120, n_users=90, seed=5)
+    )
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secagg", "message-api"])
+def test_federation_round_trip(shop, tmp_path, secure, capsys):
+    catalogue, events = shop
+    summary = simulate(
+        tmp_path, num_clients=3, catalogue=str(catalogue), events=str(events),
+        overrides={**BASE, "secure-aggregation": secure},
+    )  # fmt: skip
+    record = RunRecord.load(tmp_path / RUN_RECORD)
+    fed = record.privacy.federation
+    assert fed is not None and fed.rounds == ROUNDS and fed.noise_shares == 3
+    view = AGGREGATE if secure else SHARE
+    assert fed.offered == view
+    assert fed.population == summary["config"]["federation-population"] == sum(summary["data"]["declared"])
+    sigma = fed.sigma if secure else fed.share_sigma
+    assert fed.epsilon[view] == pytest.approx(epsilon([(sigma, fed.sample_rate, ROUNDS)], 1e-5))
+    assert fed.epsilon[view] <= 4.0
+    server = Ledger(tmp_path / "server" / "privacy-ledger.jsonl").releases()
+    assert [r.round for r in server] == list(range(1, ROUNDS + 1))
+    for i in range(3):
+        releases = Ledger(tmp_path / "clients" / f"client-{i}" / "privacy-ledger.jsonl").releases()
+        assert [(r.round, r.steps) for r in releases] == [(k, 1) for k in range(1, ROUNDS + 1)]
+        assert [r.noise_multiplier for r in releases] == pytest.approx([sigma] * ROUNDS)
+        assert {r.sample_rate for r in releases} == {fed.sample_rate}
+        assert summary["epsilon"][f"client-{i}"] == pytest.approx(fed.epsilon[view], rel=1e-6)
+    assert all(not r.refused and not r.skipped for r in record.rounds)
+    assert audit_main(tmp_path) == 0
+    assert (tmp_path / record.artifact / "manifest.json").exists()
+    capsys.readouterr()
