@@ -35,9 +35,7 @@ def print_summary(summary: dict, out: Path) -> None:
             f" shared by {federation['noise_shares']} clients, σ = {federation['sigma']:.3f}, q ="
             f" {federation['sample_rate']:g}, PRV, {federation['rounds']} rounds): ε = {views}"
         )
-        print(
-            "  ('aggregate': a server that sees only the SecAgg+ sum; 'share': one that sees one share)"
-        )
+        print("  ('aggregate': a server that sees only the SecAgg+ sum; 'share': one that sees one share)")
     elif summary["private"]:
         eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
         print(
