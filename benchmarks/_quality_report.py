@@ -217,7 +217,8 @@ def config_text(row: dict) -> str:
             f"{users}; {plan['clients']} clients (Dirichlet α={plan['alpha']}), {rounds} rounds × 1 step, "
             f"q={rc.get('federation-sample-rate')} over N={population} declared{noise}; SecAgg+ "
             f"{'on' if rc.get('secure-aggregation') else 'off'}; lora-rank {rc.get('lora-rank')}, "
-            f"item-id-rank {rc.get('item-id-rank')}, server Adam lr {rc.get('learning-rate')}"
+            f"item-id-rank {rc.get('item-id-rank')}, server Adam lr {rc.get('learning-rate')} (head) / "
+            f"{rc.get('bias-learning-rate')} (item bias) / {rc.get('item-id-learning-rate')} (ID rows)"
         )
     extra = ""
     if row["row"] in PRIVACY and row["row"] != "client-dp":
