@@ -165,7 +165,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     if cfg.federation_dp:
         return _train_federation(msg, cfg, party, catalogue, users, agreed, server_round, run)
     q = poisson_rate(agreed.population, cfg.batch_size)
-    sigma, cap = agreed.noise_floor, agreed.epsilon_cap
+    sigma = agreed.noise_floor
     ledger = Ledger(party.work_dir / LEDGER_NAME)
     streams = _streams(cfg, agreed, party, server_round)
     release = None
@@ -177,17 +177,8 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
                 found = calibrate_noise(agreed.target_epsilon, agreed.delta, q, planned, ledger.history())
                 sigma = max(sigma, found)
             # reserve the release before training: the append enforces the cap under the ledger lock
-            release = ledger.append(
-                party.name,
-                server_round,
-                cfg.local_steps,
-                sigma,
-                q,
-                cfg.max_grad_norm,
-                agreed.delta,
-                epsilon_cap=cap,
-                run=run,
-                noise=streams.source,
+            release = _reserve(
+                ledger, party, server_round, run, cfg, agreed, streams, cfg.local_steps, sigma, q
             )
         except (BudgetSpent, BudgetExceeded) as err:
             return _refuse(msg, BUDGET_EXHAUSTED, f"{party.name}: privacy budget: {err}")
@@ -214,6 +205,33 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         metrics.update({"num-examples": result.users, "train-loss": result.mean_loss})  # labelled non-private
     report = _report(party, server_round, run, cfg, agreed, streams, ledger, release, sigma, q, result.steps)
     return _reply(msg, model, metrics, report)
+
+
+def _reserve(
+    ledger: Ledger,
+    party: Party,
+    server_round: int,
+    run: str,
+    cfg: RunConfig,
+    agreed: Terms,
+    streams: randomness.Randomness,
+    steps: int,
+    sigma: float,
+    q: float,
+) -> Release:
+    """Record this round's release before anything is computed; BudgetExceeded past the cap."""
+    return ledger.append(
+        party.name,
+        server_round,
+        steps,
+        sigma,
+        q,
+        cfg.max_grad_norm,
+        agreed.delta,
+        epsilon_cap=agreed.epsilon_cap,
+        run=run,
+        noise=streams.source,
+    )
 
 
 def _report(
@@ -296,7 +314,7 @@ def _train_federation(
             )
     except (FederationConfigError, Refusal) as err:
         return _refuse(msg, TERMS_REFUSED, f"{party.name}: not training: {err}")
-    q, cap = noise.sample_rate, agreed.epsilon_cap
+    q = noise.sample_rate
     ledger = Ledger(party.work_dir / LEDGER_NAME)
     streams = _streams(cfg, agreed, party, server_round)
     release = None
@@ -309,18 +327,7 @@ def _train_federation(
                     f"ε over the planned rounds would reach {ceiling:.3f} against the {view!r} view, above"
                     f" the partner's max-epsilon {agreed.max_epsilon:g}"
                 )
-            release = ledger.append(
-                party.name,
-                server_round,
-                1,
-                sigma,
-                q,
-                cfg.max_grad_norm,
-                agreed.delta,
-                epsilon_cap=cap,
-                run=run,
-                noise=streams.source,
-            )
+            release = _reserve(ledger, party, server_round, run, cfg, agreed, streams, 1, sigma, q)
         except Refusal as err:
             return _refuse(msg, TERMS_REFUSED, f"{party.name}: not training: {err}")
         except BudgetExceeded as err:
