@@ -25,7 +25,7 @@ import torch
 
 from benchmarks._quality_data import prepare
 from client import randomness
-from client.train import TrainSettings, federation_share
+from client.train import TrainSettings, catalogue_tokens, federation_share
 from server.federation import ServerStep
 from shared.config import RunConfig
 from shared.evaluation import evaluate_split
@@ -61,7 +61,7 @@ def main() -> None:
     server = ServerStep(cfg, state, tempfile.mkdtemp(), run="inprocess")
     settings = TrainSettings.from_run_config(cfg, noise.share_sigma)
     share = noise.share_sigma if cfg.private else 0.0
-    no_tokens = (torch.zeros(0, 0, dtype=torch.long),) * 2
+    tokens = catalogue_tokens(model, bench.texts)
 
     def metrics(split: str) -> dict[str, float]:
         return evaluate_split(model, vectors, bench.dataset.users, split)
@@ -73,7 +73,7 @@ def main() -> None:
         for client in histories:
             model.load_trainable_state({k: torch.from_numpy(v) for k, v in state.items()})
             federation_share(
-                model, client, vectors, no_tokens, settings, sample_rate=noise.sample_rate,
+                model, client, vectors, tokens, settings, sample_rate=noise.sample_rate,
                 share_noise=share, scale=noise.scale, randomness=randomness.secret(),
             )  # fmt: skip
             replies.append({k: v.numpy() for k, v in model.trainable_state().items()})

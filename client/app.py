@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -29,11 +28,18 @@ from client import randomness
 from client.check import DATA_UNUSABLE, check_first_message
 from client.mods import legacy_train_mod, secure_aggregation_mod, update_clipping_mod
 from client.policy import PartnerPolicy, Refusal, Terms, federation_view, terms
-from client.train import TrainSettings, federation_share, poisson_rate, train_round, trainable_users
+from client.train import (
+    TrainSettings,
+    catalogue_tokens,
+    federation_share,
+    poisson_rate,
+    train_round,
+    trainable_users,
+)
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
-from shared.embedded import client_config
+from shared.embedded import NODE_CONFIG_FILE, client_config
 from shared.evaluation import evaluate_split
 from shared.federation import FederationConfigError, federation_noise
 from shared.item_cache import catalogue_vectors
@@ -45,7 +51,6 @@ from shared.schema import item_texts
 
 BUDGET_EXHAUSTED = 451  # Error code of a reply that refuses to train: the privacy cap would be passed
 TERMS_REFUSED = 452  # the run config asks for less privacy than the partner's node config allows
-NODE_CONFIG_FILE = "node-config.json"  # simulation: a partition's own node config, as a SuperNode's would be
 
 
 @dataclass
@@ -78,7 +83,7 @@ def locate_party(context: Context, cfg: RunConfig) -> Party:
             node_config=dict(node),
         )
     index = int(node["partition-id"])
-    cfg = client_config(cfg, index, int(node.get("num-partitions", 0)))  # no catalogue: the embedded shop
+    cfg = _simulated(cfg, node)
     run_dir = Path(cfg.run_dir)
     partition = run_dir / "partitions" / f"client-{index}"
     declared = partition / NODE_CONFIG_FILE  # written by the simulation driver for this partner
@@ -94,12 +99,17 @@ def locate_party(context: Context, cfg: RunConfig) -> Party:
     )
 
 
+def _simulated(cfg: RunConfig, node: dict[str, Any]) -> RunConfig:
+    """A simulated partner's config: as it is, or, with no catalogue named, the embedded shop's (its
+    partition derived on the way; `shared/embedded.py`)."""
+    return client_config(cfg, int(node["partition-id"]), int(node.get("num-partitions", 0)))
+
+
 def _load_data(context: Context, overrides: dict[str, Any]):
     """Config, who this client is, the public catalogue and its own users (cheap: no model yet)."""
     cfg = RunConfig.from_flower({**context.run_config, **overrides})
-    if "data-path" not in context.node_config:  # a simulated partner; no catalogue: the embedded shop
-        node = context.node_config
-        cfg = client_config(cfg, int(node["partition-id"]), int(node.get("num-partitions", 0)))
+    if "data-path" not in context.node_config:
+        cfg = _simulated(cfg, context.node_config)  # with the embedded shop's catalogue and population
     party = locate_party(context, cfg)
     catalogue, users = _party_data(party.catalogue, party.events, party.work_dir / "quarantine")
     return cfg, party, catalogue, users
@@ -189,7 +199,7 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         model,
         users.train,
         vectors,
-        model.tokenize(texts),
+        catalogue_tokens(model, texts),
         settings,
         population=agreed.population,
         randomness=streams,
@@ -335,12 +345,11 @@ def _train_federation(
     share = noise.share_sigma if agreed.private else 0.0
     settings = TrainSettings.from_run_config(cfg, noise_multiplier=share)
     model, texts, vectors = _load_model(msg, cfg, party, catalogue)
-    tokens = model.tokenize(texts) if cfg.lora_rank else (torch.zeros(0, 0, dtype=torch.long),) * 2
     result = federation_share(
         model,
         users.train,
         vectors,
-        tokens,
+        catalogue_tokens(model, texts),
         settings,
         sample_rate=q,
         share_noise=share,

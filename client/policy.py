@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import RunConfig
-from shared.federation import AGGREGATE, SHARE, VIEWS, FederationNoise
+from shared.federation import AGGREGATE, VIEWS, FederationNoise
 
 
 class Refusal(ValueError):
@@ -133,7 +133,7 @@ def federation_view(agreed: Terms, noise: FederationNoise) -> tuple[str, float]:
         raise Refusal(
             "node-config trust=aggregate needs secure aggregation; the run has secure-aggregation=false"
         )
-    sigma = noise.view_sigma(view) if view in (AGGREGATE, SHARE) else math.nan
+    sigma = noise.view_sigma(view)
     if agreed.private and sigma < agreed.min_noise_multiplier:
         raise Refusal(
             f"σ against the {view!r} view is {sigma:.4g}, below the partner's min-noise-multiplier"

@@ -185,6 +185,14 @@ def poisson_rate(population: int, batch_size: int) -> float:
     return 1.0 / math.ceil(population / min(batch_size, population))
 
 
+def catalogue_tokens(model: Recommender, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The catalogue's token ids and masks, for candidate encoding; empty for a frozen text tower
+    (lora_rank 0), which encodes no candidates and need not tokenize anything."""
+    if model.config.lora_rank:
+        return model.tokenize(texts)
+    return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long)
+
+
 def trainable_users(histories: list[list[int]]) -> list[list[int]]:
     """Users with at least one (history, next item) pair in their training part."""
     return [h for h in histories if len(h) >= 2]
@@ -316,7 +324,6 @@ def federation_share(
     share_noise: float,
     scale: float,
     randomness: Randomness,
-    probe: StepProbe | None = None,
 ) -> TrainResult:
     """This client's share of a federation-mode round (`shared/federation.py`), applied to `model`.
 
@@ -353,11 +360,7 @@ def federation_share(
         batch_loss = example_loss(net, ids, mask, pooled, items, seen, torch.from_numpy(item_vectors))
         batch_loss.backward()
         loss = batch_loss.item()
-    if probe is not None:
-        probe.before_step(0, optimizer)
     optimizer.step()
-    if probe is not None:
-        probe.after_step(0, optimizer)
     history: History = list(engine.accountant.history)
     net._close()
     return TrainResult(

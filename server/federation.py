@@ -30,7 +30,7 @@ from shared.config import RunConfig
 from shared.federation import FederationNoise, federation_noise
 from shared.ledger import LEDGER_NAME, Ledger
 from shared.model import param_group
-from shared.privacy import NOISE_SECRET, epsilon
+from shared.privacy import NOISE_SECRET
 from shared.run_record import FederationSummary
 
 SERVER_PARTY = "server"
@@ -92,12 +92,7 @@ class ServerStep:
     def summary(self) -> FederationSummary:
         """σ, the rounds aggregated, and ε per view the run can give, over this run's rounds."""
         views = self.noise.epsilons(self.rounds, self.delta) if self.private else {}
-        rdp = {
-            v: epsilon([(self.noise.view_sigma(v), self.noise.sample_rate, self.rounds)], self.delta, "rdp")
-            if self.rounds
-            else 0.0
-            for v in views
-        }
+        rdp = self.noise.epsilons(self.rounds, self.delta, "rdp") if self.private else {}
         return FederationSummary(
             sigma=self.noise.sigma if self.private else 0.0,
             share_sigma=self.noise.share_sigma if self.private else 0.0,

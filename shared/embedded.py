@@ -75,14 +75,19 @@ def client_config(cfg: RunConfig, index: int, num_clients: int) -> RunConfig:
     if not _fresh(folder, stamp, "events.csv", NODE_CONFIG_FILE):
         catalogue, events = generate_shop(EMBEDDED_SHOP)
         users = iid_split(sorted(events["user_id"].unique()), num_clients, cfg.seed)[index]
-        node = {
-            "population": declared_population(len(users)),
-            "require-private": cfg.private and not cfg.reproducible_noise,
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / NODE_CONFIG_FILE, node)
+        write_node_config(folder, len(users), cfg)
         _write(folder, stamp, {"events.csv": events[events["user_id"].isin(set(users))]})
     return server_config(cfg)
+
+
+def write_node_config(folder: Path, users: int, cfg: RunConfig) -> int:
+    """A simulated partner's own node config (what a SuperNode's --node-config would hold): the public
+    population bound it declares, and whether it requires private training. Returns the bound."""
+    population = declared_population(users)
+    node = {"population": population, "require-private": cfg.private and not cfg.reproducible_noise}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / NODE_CONFIG_FILE, node)
+    return population
 
 
 def _fresh(folder: Path, stamp: dict, *names: str) -> bool:

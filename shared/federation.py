@@ -75,11 +75,13 @@ class FederationNoise:
             )
         return self.sigma if view == AGGREGATE else self.share_sigma
 
-    def epsilons(self, rounds: int, delta: float) -> dict[str, float]:
-        """ε (PRV) after `rounds` releases of this run alone, per view the run can give."""
+    def epsilons(self, rounds: int, delta: float, accountant: str = "prv") -> dict[str, float]:
+        """ε after `rounds` releases of this run alone, per view the run can give (0 before any)."""
         views = VIEWS if self.offered == AGGREGATE else (SHARE,)
-        history = lambda v: [(self.view_sigma(v), self.sample_rate, rounds)] if rounds else []  # noqa: E731
-        return {v: epsilon(history(v), delta) for v in views}
+        return {
+            v: epsilon([(self.view_sigma(v), self.sample_rate, rounds)], delta, accountant) if rounds else 0.0
+            for v in views
+        }
 
 
 def federation_noise(cfg: RunConfig) -> FederationNoise:

@@ -29,12 +29,12 @@ from client.train import TrainSettings, poisson_rate, train_round, trainable_use
 from shared.config import RunConfig
 from shared.data import load_party
 from shared.durable import write_json
+from shared.embedded import declared_population
 from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
 from shared.privacy import History, calibrate_noise, compact, epsilon
 from shared.schema import item_texts, load_catalogue, load_events
 from simulations.partition import partition_users, write_partitions
-from simulations.run import declared_population
 from simulations.shop import ShopConfig, write_shop
 
 BUILDS = ("correct", "noise-off", "seeded")

@@ -9,7 +9,6 @@ partitions and compute centrally the metrics and baselines a real deployment cou
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import resource
@@ -26,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from shared.config import RunConfig
 from shared.data import user_data
 from shared.durable import write_json
-from shared.embedded import declared_population
+from shared.embedded import write_node_config
 from shared.metrics import popularity_ranking, ranking_metrics
 from shared.privacy import NOT_PRIVATE_LABEL
 from shared.run_record import RUN_RECORD, RunRecord
@@ -253,16 +252,10 @@ def simulate(
 
 
 def write_node_configs(partitions_dir: Path, parts: list[list[str]], cfg: RunConfig) -> list[int]:
-    """Each simulated partner's own node config (what a SuperNode's --node-config would hold)."""
-    from client.app import NODE_CONFIG_FILE
-
-    declared = []
-    for index, users in enumerate(parts):
-        population = declared_population(len(users))
-        node = {"population": population, "require-private": cfg.private and not cfg.reproducible_noise}
-        (partitions_dir / f"client-{index}" / NODE_CONFIG_FILE).write_text(json.dumps(node) + "\n")
-        declared.append(population)
-    return declared
+    """Each simulated partner's own node config; returns the declared population bounds."""
+    return [
+        write_node_config(partitions_dir / f"client-{i}", len(users), cfg) for i, users in enumerate(parts)
+    ]
 
 
 def fork_safe_blas() -> threadpool_limits:

@@ -15,10 +15,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TEXTS  # tests/ is on sys.path under pytest
 
 from client import randomness
 from client.policy import PartnerPolicy, Refusal, federation_view, terms
-from client.train import TrainSettings, UserExamples, example_loss, federation_share
+from client.train import TrainSettings, UserExamples, catalogue_tokens, example_loss, federation_share
 from server.federation import ServerStep, TooFewShares
 from shared.config import RunConfig
 from shared.federation import AGGREGATE, SHARE, FederationConfigError, federation_noise
@@ -51,14 +52,14 @@ def test_share_is_the_clipped_per_user_sum_over_the_public_scale(
     settings = TrainSettings(max_grad_norm=0.05, private=True, noise_multiplier=0.0)
     users, scale = _pairs(histories), 37.0
     federation_share(
-        model, users, vectors, (torch.zeros(0, 0, dtype=torch.long),) * 2, settings,
+        model, users, vectors, catalogue_tokens(model, TEXTS), settings,
         sample_rate=1.0, share_noise=0.0, scale=scale, randomness=randomness.secret(),
     )  # fmt: skip
     share = {k: start[k] - v for k, v in model.trainable_state().items()}
     model.load_trainable_state(start)
 
     # the same by hand: each user's own gradient, clipped to C over all trained tensors, summed, scaled
-    data = UserExamples(model, users, vectors, (torch.zeros(0, 0, dtype=torch.long),) * 2, settings,
+    data = UserExamples(model, users, vectors, catalogue_tokens(model, TEXTS), settings,
                         draws=np.random.SeedSequence(0))  # fmt: skip
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     total = {k: torch.zeros_like(p) for k, p in params.items()}
@@ -89,7 +90,7 @@ def test_noise_share_is_secret_and_has_std_sigma_c_over_sqrt_t(
     def reply(share_noise: float) -> np.ndarray:
         model.load_trainable_state(start)
         federation_share(
-            model, _pairs(histories), vectors, (torch.zeros(0, 0, dtype=torch.long),) * 2, settings,
+            model, _pairs(histories), vectors, catalogue_tokens(model, TEXTS), settings,
             sample_rate=1.0, share_noise=share_noise, scale=noise.scale, randomness=randomness.secret(),
         )  # fmt: skip
         return np.concatenate([v.numpy().ravel() for v in model.trainable_state().values()])
