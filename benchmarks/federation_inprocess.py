@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +69,7 @@ def main() -> None:
         return evaluate_split(model, vectors, bench.dataset.users, split)
 
     curve = [{"round": 0, **{f"valid-{k}": v for k, v in metrics("valid").items()}}]
+    print(f"round 0: valid recall@10 {curve[-1]['valid-recall@10']:.4f}", flush=True)
     started = time.time()
     for server_round in range(1, cfg.num_server_rounds + 1):
         replies = []
@@ -85,6 +88,8 @@ def main() -> None:
             print(f"round {server_round}: valid recall@10 {curve[-1]['valid-recall@10']:.4f}", flush=True)
     out = {
         "label": args.label,
+        "command": "python -m benchmarks.federation_inprocess "
+        + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "run_config": cfg.without_paths(),
         "clients": args.clients,
         "valid": metrics("valid"),

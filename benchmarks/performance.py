@@ -18,6 +18,10 @@ Sections:
 5. Client peak RSS: one real ClientApp training round in a subprocess (`benchmarks._perf_client`).
 6. Time per round vs number of clients: `simulations.run.simulate` (Flower's simulation engine) in
    a subprocess per size, rounds timed from the strategy's own log lines (`benchmarks._perf_sim`).
+7. Index choice and compression: Flat vs HNSW vs IVF-PQ + exact re-ranking (size on disk, memory once
+   loaded, recall@10, latency) and the fp32 / bf16 / int8 query encoders (`benchmarks._perf_index`).
+
+`--only index` runs one section and merges it into the existing performance.json / .md.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ SECTIONS = (
     "4. Bytes sent per client per round",
     "5. Client peak RSS",
     "6. Time per round vs number of clients",
+    "7. Index choice and compression",
 )
 EF_SEARCH_SWEEP = (16, 64, 128, 256, 512)  # HNSW search breadth: the published value is 64
 VERSIONS = (
@@ -89,6 +94,10 @@ class Sizes:
     sim_shop_users: int = 600
     run_rss: bool = True
     run_sim: bool = True
+    index_type: str | None = None  # section 3's index: None, chosen by size
+    compare_items: int = 100_000  # section 7 (0: skipped; so is a machine without the Amazon data)
+    compare_queries: int = 300
+    compare_searches: int = 100
 
 
 FULL = Sizes()
@@ -118,6 +127,8 @@ TINY = replace(
     index_queries=30,
     search_queries=8,
     flat_max_items=1000,
+    index_type="IndexHNSWFlat",  # section 3 exercises the graph index; section 7 compares all three
+    compare_items=0,  # section 7 off: it encodes Amazon Scientific's 4,385 texts (minutes)
     rss_steps=1,
     rss_modes=("dp",),
     run_sim=False,
@@ -439,6 +450,7 @@ def bench_device(bench: Bench) -> dict[str, Any]:
         info={"benchmark": "synthetic catalogue, see benchmarks/performance.py"},
         signing_key=signing_key,
         flat_max_items=s.flat_max_items or FLAT_MAX_ITEMS,
+        index_type=s.index_type,
     )
     publish_s = time.perf_counter() - started
     del publisher
@@ -703,6 +715,12 @@ def bench_rss(bench: Bench) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- 6. Flower
+def bench_index(bench: Bench) -> dict[str, Any]:
+    from benchmarks._perf_index import bench_index as measure
+
+    return measure(bench)
+
+
 def bench_simulation(bench: Bench) -> dict[str, Any]:
     """Per-round time of real Flower simulations with growing client counts, one subprocess each."""
     from simulations.shop import ShopConfig, write_shop
@@ -760,10 +778,12 @@ def run(
     log: Callable[[str], None] = print,
     command: str = "",
     bench: Bench | None = None,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every section, write performance.json and performance.md under `out`, return the JSON.
 
-    `bench` lets a caller keep what was built (shop, model, vectors) for further measurements.
+    `bench` lets a caller keep what was built (shop, model, vectors) for further measurements. `only`:
+    run these sections alone and merge them into the performance.json already in `out`.
     """
     bench = bench or Bench(sizes=sizes, work=work)
     plan: list[tuple[str, Callable[[Bench], dict[str, Any]]]] = [
@@ -776,6 +796,12 @@ def run(
         plan.append(("rss", bench_rss))
     if sizes.run_sim:
         plan.append(("simulation", bench_simulation))
+    from benchmarks._perf_index import AMAZON
+
+    if sizes.compare_items and AMAZON.is_dir():
+        plan.append(("index", bench_index))
+    if only:
+        plan = [(name, section) for name, section in plan if name in only]
     started = time.time()
     report: dict[str, Any] = {
         "command": command or "benchmarks.performance.run (from Python)",
@@ -793,11 +819,19 @@ def run(
         result["section_s"] = time.time() - t0
         report["sections"][name] = result
         _write_json(work / "performance.partial.json", report)  # survives a later section's failure
-    report["total_s"] = time.time() - started
+    if only and (out / "performance.json").exists():  # merge: the other sections as they were measured
+        previous = json.loads((out / "performance.json").read_text())
+        previous["sections"].update(report["sections"])
+        runs = previous.setdefault("section_runs", {})
+        for name in report["sections"]:
+            runs[name] = {"command": report["command"], "started_utc": report["started_utc"]}
+        report = previous
+    else:
+        report["total_s"] = time.time() - started
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "performance.json", report)
     (out / "performance.md").write_text(markdown(report))
-    log(f"[{report['total_s']:6.0f}s] wrote {out / 'performance.md'}")
+    log(f"[{time.time() - started:6.0f}s] wrote {out / 'performance.md'}")
     return report
 
 
@@ -1053,6 +1087,10 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{row['wall_s']:.0f} | {row['loadavg_before'][0]:.2f} → {row['loadavg_after'][0]:.2f} |"
                 )
         lines += ["", _load(sim) + ".", ""]
+    if "index" in sec:
+        from benchmarks._perf_index import markdown as index_markdown
+
+        lines += [*index_markdown(sec["index"]), "", _load(sec["index"]) + ".", ""]
     return "\n".join(lines)
 
 
@@ -1061,15 +1099,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and clients (~5 min)")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="run this section alone (e.g. index), merged into --out"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = QUICK if args.quick else FULL
     command = "python -m benchmarks.performance " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.work:
-        run(sizes, Path(args.out), Path(args.work), command=command)
+        run(sizes, Path(args.out), Path(args.work), command=command, only=tuple(args.only))
         return
     with tempfile.TemporaryDirectory(prefix="fedrec-perf-") as work:
-        run(sizes, Path(args.out), Path(work), command=command)
+        run(sizes, Path(args.out), Path(work), command=command, only=tuple(args.only))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ terms it agrees to (`client/policy.py`: the run config can only tighten the part
 ClientApps are stateless between messages, so the DP history that makes ε composable lives on disk,
 in the client's append-only privacy ledger. Each round the client calibrates σ on its remaining
 budget, then *reserves* the release in the ledger (the append itself refuses to pass the cap, under
-the file lock), trains with secret randomness, and only then sends.
+the file lock), trains with secret randomness, and only then sends. Releases are keyed by the training
+the server names in the train config, which outlives a server restart (server/checkpoint.py), with the
+absolute round: a resumed training continues one sequence of rounds in the ledger.
 
 In a private run a reply carries only the DP-released adapter arrays, an equal weight and the
 public privacy report (`shared/report.py`): no loss, no example or user count, and evaluation
@@ -43,7 +45,7 @@ from shared.embedded import NODE_CONFIG_FILE, client_config
 from shared.evaluation import evaluate_split
 from shared.federation import FederationConfigError, federation_noise
 from shared.item_cache import catalogue_vectors
-from shared.ledger import LEDGER_NAME, BudgetExceeded, Ledger, Release
+from shared.ledger import LEDGER_NAME, TRAINING_KEY, BudgetExceeded, Ledger, Release
 from shared.model import ModelConfig, Recommender
 from shared.privacy import PRIVACY_UNIT, BudgetSpent, calibrate_noise, compact
 from shared.report import NOISE_NONE, PrivacyReport
@@ -158,7 +160,8 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
     if reason := check_first_message(context, overrides, locate_party):  # once per run: `fedrec check`
         return _refuse(msg, DATA_UNUSABLE, reason)
     cfg, party, catalogue, users = _load_data(context, overrides)
-    server_round, run = int(msg.content["config"]["server-round"]), str(context.run_id)
+    server_round = int(msg.content["config"]["server-round"])
+    run = _ledger_key(msg, context, party, server_round)
     try:
         agreed = terms(cfg, PartnerPolicy.from_node_config(party.node_config))
     except Refusal as err:
@@ -215,6 +218,15 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         metrics.update({"num-examples": result.users, "train-loss": result.mean_loss})  # labelled non-private
     report = _report(party, server_round, run, cfg, agreed, streams, ledger, release, sigma, q, result.steps)
     return _reply(msg, model, metrics, report)
+
+
+def _ledger_key(msg: Message, context: Context, party: Party, server_round: int) -> str:
+    """The key this round's release is ledgered (and reported) under: the training the server names in the
+    train config, which outlives a server restart (server/checkpoint.py), else this Flower run's id; a
+    round already reserved under it before a crash is trained again under its retry key."""
+    run = str(context.run_id)
+    training = str(msg.content["config"].get(TRAINING_KEY, run))
+    return Ledger(party.work_dir / LEDGER_NAME).run_key(training, run, server_round)
 
 
 def _reserve(

@@ -45,6 +45,7 @@ class TrainSettings:
     bias_learning_rate: float = _RUN.bias_learning_rate  # item bias: a popularity prior, DP-robust
     item_id_learning_rate: float = _RUN.item_id_learning_rate  # item ID residuals (item_id_rank > 0)
     lora_learning_rate: float = _RUN.lora_learning_rate  # LoRA moves the item tower: smaller steps
+    sequence_learning_rate: float = _RUN.sequence_learning_rate  # the sequence residual (sequence_layers > 0)
     private: bool = _RUN.private
     noise_multiplier: float = _RUN.noise_multiplier
     max_grad_norm: float = _RUN.max_grad_norm
@@ -64,6 +65,7 @@ class TrainSettings:
             lora_learning_rate=cfg.lora_learning_rate,
             bias_learning_rate=cfg.bias_learning_rate,
             item_id_learning_rate=cfg.item_id_learning_rate,
+            sequence_learning_rate=cfg.sequence_learning_rate,
             private=cfg.private,
             noise_multiplier=noise_multiplier,
             max_grad_norm=cfg.max_grad_norm,
@@ -233,14 +235,15 @@ def train_round(
         batch = min(settings.batch_size, len(users))
         loader = DataLoader(data, batch_size=batch, shuffle=True, generator=randomness.sampling)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups: dict[str, list[torch.nn.Parameter]] = {"lora": [], "bias": [], "ids": [], "head": []}
+    groups: dict[str, list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups[param_group(name)].append(p)
+            groups.setdefault(param_group(name), []).append(p)
     rates = {
         "lora": settings.lora_learning_rate,
         "bias": settings.bias_learning_rate,
         "ids": settings.item_id_learning_rate,
+        "sequence": settings.sequence_learning_rate,
         "head": settings.learning_rate,
     }
     optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items() if ps])

@@ -10,6 +10,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+# client/device/query_encoder.py's QUERY_ENCODERS and shared/artifact.py's INDEX_TYPES, spelled out here so
+# that building the parser imports no torch or FAISS (tests/test_compressed_index.py holds them equal)
+QUERY_ENCODERS = ("fp32", "bf16", "int8")
+INDEX_TYPES = ("IndexFlatIP", "IndexHNSWFlat", "IndexIVFPQ")
+
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
     """`--run-config "key=value key2=value2"` as Flower writes it (values parsed by RunConfig)."""
@@ -155,11 +160,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"only its first {MAX_QUERY_CHARS} are searched",
             file=sys.stderr,
         )
-    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    device = Device(args.artifact, publisher_key=_pinned_key(args), query_encoder=args.query_encoder)
     options = {"filters": filters, "diversity": args.diversity, "explain": args.explain}
     if history is not None:
         options.update(history=[i for i in history if i in device.position], personalize=args.personalize)
     _show(device.search(query, k=args.k, **options), args.json)
+    if args.query_encoder != "fp32":
+        print(f"fedrec {args.command}: {device.query_encoder_note}", file=sys.stderr)
     return 0
 
 
@@ -182,7 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
-    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    device = Device(args.artifact, publisher_key=_pinned_key(args), query_encoder=args.query_encoder)
     if args.host not in LOCAL_HOSTS:
         print(
             f"fedrec serve: serving {args.host}, not only this machine: anyone who reaches it can use it",
@@ -196,10 +203,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     """`index add`: new items by their text, published as the next round, signed with --key."""
     from client.device.index_add import add_items
 
-    folder = add_items(args.artifact, args.items, args.key)
+    index_type = None if args.index_type == "auto" else args.index_type
+    folder = add_items(args.artifact, args.items, args.key, index_type=index_type)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     added = manifest["info"]["items_added"]["count"]
-    print(f"published {folder} ({manifest['version']}): {manifest['n_items']} items, {added} added by text")
+    print(
+        f"published {folder} ({manifest['version']}): {manifest['n_items']} items, {added} added by text, "
+        f"index {manifest['index_type']}"
+    )
     return 0
 
 
@@ -322,6 +333,17 @@ def _publisher_key_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _query_encoder_option(parser: argparse.ArgumentParser) -> None:
+    """--query-encoder, for the commands that encode a text query on the device."""
+    parser.add_argument(
+        "--query-encoder",
+        choices=QUERY_ENCODERS,
+        default="fp32",
+        help="precision of the query encoder: bf16 or int8 are checked against fp32 on catalogue titles at "
+        "the first search and used only where they agree (cosine >= 0.99, top-10 overlap >= 0.95)",
+    )
+
+
 def _result_options(parser: argparse.ArgumentParser, explain: str | None) -> None:
     """Filters, diversity (and --explain) for the on-device commands."""
     parser.add_argument("--category", action="append", help="only this category or one below it (repeatable)")
@@ -409,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --history: rank by (1 - SHARE) x query + SHARE x the shopper's profile (default 0)",
     )
     _result_options(search, explain="the query words (and history items) that added most to each score")
+    _query_encoder_option(search)
     search.set_defaults(func=cmd_search)
 
     sim_items = sub.add_parser("similar", help="on-device: items like this one, or that go with it")
@@ -429,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--artifact", required=True, help="published index folder, or its root (LATEST)")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
     srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _query_encoder_option(srv)
     _publisher_key_option(srv)
     srv.set_defaults(func=cmd_serve)
 
@@ -440,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--artifact", required=True, help="the publication root (or its newest v<NNNN> folder)")
     add.add_argument("--items", required=True, help="catalogue CSV/Parquet of the new items only")
     add.add_argument("--key", required=True, help="the publisher's private key (publisher.key) to sign with")
+    add.add_argument(
+        "--index-type",
+        choices=("auto", *INDEX_TYPES),
+        default="auto",
+        help="the published index: auto (default) is exact up to 50,000 items, IndexIVFPQ (compressed, "
+        "re-ranked exactly) above",
+    )
     add.set_defaults(func=cmd_index)
 
     aud = sub.add_parser("audit", help="verify every privacy ledger of a run and report ε per client")

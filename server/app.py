@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.supercore import log
 
+from server.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, file_sha256
 from server.client_privacy import ClientLevelDP
 from server.federation import FederationStep, ServerStep
 from server.publish import publish
@@ -28,8 +32,10 @@ from server.strategy import AdapterGuard
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.embedded import server_config
+from shared.ledger import LEDGER_NAME, TRAINING_KEY, Ledger, of_training
 from shared.model import ModelConfig, Recommender
 from shared.privacy import NOISE_REPRODUCIBLE, NOT_PRIVATE_LABEL, PRIVACY_UNIT
+from shared.report import PrivacyReport
 from shared.run_record import RUN_RECORD, ClientLevelSummary, PrivacySummary, RoundRecord, RunRecord
 from shared.schema import load_catalogue
 from shared.signing import ensure_key_pair
@@ -101,6 +107,8 @@ def run_federation(
 ) -> RunRecord:
     """Run the federation, publish the index and write the run record (`RUN_DIR/run.json`).
 
+    After every completed round the server checkpoints the training (server/checkpoint.py); a server
+    started again on the same run folder, as a new Flower run, resumes it at the next round.
     `evaluator_factory` is how a simulation driver hands its central evaluator in (Flower's
     `evaluate_fn` seam, simulations/evaluation.py): a real server sees no behaviour logs.
     """
@@ -112,27 +120,72 @@ def run_federation(
     catalogue = load_catalogue(cfg.catalogue)
     model = Recommender(cfg.model_config(len(catalogue)))
     expected = shapes(model.trainable_state())
-    initial = to_record(model.trainable_state())
     if cfg.central_eval and evaluator_factory is None:
         raise ValueError(
             "run-config 'central-eval' is read by the simulation driver (`fedrec simulate`), which hands"
             " the ServerApp its evaluator; a ServerApp started by `flwr run` has none: leave it empty"
         )
+    run = str(context.run_id)
+    catalogue_sha = file_sha256(cfg.catalogue)
+    resumed = _resume_point(run_dir, cfg, signing_key, expected, catalogue_sha)
+    training = resumed.training if resumed else run
+    done = resumed.round if resumed else 0
+    if resumed:
+        print(f"resuming training {training} after round {done} of {cfg.num_server_rounds}", flush=True)
+        model.load_trainable_state(from_record(_arrays(resumed.arrays), expected))
+    initial = to_record(model.trainable_state())
     evaluator = evaluator_factory(cfg, model.config) if evaluator_factory else None
     client_dp = None
     if cfg.client_level_dp:
-        client_dp = ClientLevelDP(cfg, cfg.min_clients, run_dir / "server", run=str(context.run_id))
+        client_dp = ClientLevelDP(cfg, cfg.min_clients, run_dir / "server", run=training, attempt=run)
 
     federation = None
     if cfg.federation_dp:  # one noisy step a round, taken here (server/federation.py)
         current = {k: v.numpy() for k, v in initial.items()}
-        federation = ServerStep(cfg, current, run_dir / "server", run=str(context.run_id))
+        federation = ServerStep(cfg, current, run_dir / "server", run=training, attempt=run)
+        if resumed and resumed.optimizer:
+            federation.restore(resumed.optimizer, _released(federation, training) if cfg.private else None)
     releases = ReleaseBook(run_dir / "server")
+    history: dict[int, dict[str, Any]] = dict(resumed.history) if resumed else {}
+    if resumed:
+        releases.reports = {
+            r: [PrivacyReport.from_record(x, f"checkpoint round {r}") for x in reports]
+            for r, reports in resumed.reports.items()
+        }
+
+    def checkpoint(server_round: int, arrays: dict[str, np.ndarray], finished: bool = False) -> None:
+        Checkpoint(
+            training=training,
+            run=run,
+            round=server_round,
+            config=cfg.without_paths(),
+            catalogue_sha256=catalogue_sha,
+            arrays=arrays,
+            optimizer=federation.state() if federation else None,
+            reports={r: [x.to_record() for x in xs] for r, xs in releases.reports.items()},
+            history=history,
+            finished=finished,
+        ).save(run_dir / "server" / CHECKPOINT_NAME, signing_key)
+
     if cfg.secure_aggregation:
-        final, book, central = run_secure(
-            grid, context, cfg, initial, evaluator, client_dp, releases, federation
-        )
-        train_metrics, federated = book.train_metrics, {}
+
+        def secure_round(server_round: int, arrays: dict[str, np.ndarray], recorder) -> None:
+            history[server_round] = _history(
+                recorder.train_metrics.get(server_round),
+                None,
+                central.get(server_round),
+                recorder,
+                server_round,
+            )
+            checkpoint(server_round, arrays)
+
+        central: dict[int, MetricRecord] = {}
+        final, book, _ = run_secure(
+            grid, context, cfg, initial, evaluator, client_dp, releases, federation,
+            first_round=done + 1, training=training, on_round=secure_round, central=central,
+        )  # fmt: skip
+        if 0 in central and done == 0:
+            history[0] = _history(None, None, central[0], book, 0)
     else:
         fedavg = FedAvg(
             fraction_train=cfg.fraction_train,
@@ -152,18 +205,27 @@ def run_federation(
             client_dp,
             cfg.max_update_norm,
         )
-        result = book.start(
-            grid=grid,
-            initial_arrays=initial,
-            num_rounds=cfg.num_server_rounds,
-            timeout=cfg.round_timeout,
-            evaluate_fn=evaluator,
+
+        def message_round(server_round: int, arrays: ArrayRecord, train, federated, central) -> None:
+            for reason in (step.skipped if step else {}).get(server_round, []):
+                book.skipped.setdefault(server_round, []).append(reason)
+            history[server_round] = _history(
+                _plain(train), _plain(federated), _plain(central), book, server_round
+            )
+            if server_round:
+                checkpoint(server_round, {k: v.numpy() for k, v in arrays.items()})
+
+        final = train_rounds(
+            book,
+            grid,
+            initial,
+            range(done + 1, cfg.num_server_rounds + 1),
+            ConfigRecord({TRAINING_KEY: training}),
+            cfg.round_timeout,
+            evaluator if done == 0 else None,
+            evaluator,
+            message_round,
         )
-        final = result.arrays if len(result.arrays) else initial
-        train_metrics = {r: _plain(m) for r, m in result.train_metrics_clientapp.items()}
-        for server_round, reasons in (step.skipped if step else {}).items():
-            book.skipped.setdefault(server_round, []).extend(reasons)
-        federated, central = result.evaluate_metrics_clientapp, result.evaluate_metrics_serverapp
 
     privacy = privacy_summary(cfg, releases, client_dp, federation)
     model.load_trainable_state(from_record(final, expected))
@@ -181,14 +243,14 @@ def run_federation(
     rounds = [
         RoundRecord(
             round=server_round,
-            train=train_metrics.get(server_round),
-            federated_eval=_plain(federated.get(server_round)),
-            central_eval=_plain(central.get(server_round)),
+            train=history.get(server_round, {}).get("train"),
+            federated_eval=history.get(server_round, {}).get("federated_eval"),
+            central_eval=history.get(server_round, {}).get("central_eval"),
             epsilon={r.client: r.epsilon_prv for r in releases.reports.get(server_round, []) if r.private},
             client_level_epsilon=_client_level_epsilon(client_dp, server_round),
-            refused=book.refused.get(server_round, []),
-            skipped=book.skipped.get(server_round, []),
-            stopped=book.stopped.get(server_round),
+            refused=history.get(server_round, {}).get("refused", []),
+            skipped=history.get(server_round, {}).get("skipped", []),
+            stopped=history.get(server_round, {}).get("stopped"),
         )
         for server_round in range(0 if evaluator else 1, cfg.num_server_rounds + 1)
     ]
@@ -199,8 +261,106 @@ def run_federation(
         rounds=rounds,
     )
     record.save(run_dir / RUN_RECORD)
+    checkpoint(cfg.num_server_rounds, {k: v.numpy() for k, v in final.items()}, finished=True)
     print_budgets(privacy)
     return record
+
+
+def train_rounds(
+    strategy: Strategy,
+    grid: Grid,
+    arrays: ArrayRecord,
+    rounds: range,
+    train_config: ConfigRecord,
+    timeout: float,
+    evaluate_first: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+    round_done: Callable[[int, ArrayRecord, Any, Any, Any], None],
+) -> ArrayRecord:
+    """Flower's `Strategy.start` loop over the given (absolute) rounds, so that a resumed training goes
+    on at its next round; `round_done` gets each completed round (train, federated and central metrics)
+    before the next one starts: where the checkpoint is written. `evaluate_first`: round 0's evaluator."""
+    if evaluate_first:
+        round_done(0, arrays, None, None, evaluate_first(0, arrays))
+    for server_round in rounds:
+        log(INFO, "[ROUND %s/%s]", server_round, rounds.stop - 1)
+        replies = grid.send_and_receive(
+            messages=strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout
+        )
+        new, train = strategy.aggregate_train(server_round, replies)
+        arrays = new if new is not None else arrays
+        replies = grid.send_and_receive(
+            messages=strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid), timeout=timeout
+        )
+        federated = strategy.aggregate_evaluate(server_round, replies)
+        central = evaluate_fn(server_round, arrays) if evaluate_fn else None
+        round_done(server_round, arrays, train, federated, central)
+    return arrays
+
+
+def _history(train, federated, central, book, server_round: int) -> dict[str, Any]:
+    """What the run record keeps of a round, as the checkpoint holds it (`HISTORY_KEYS`)."""
+    return {
+        "train": train,
+        "federated_eval": federated,
+        "central_eval": _plain(central) if isinstance(central, MetricRecord) else central,
+        "refused": list(book.refused.get(server_round, [])),
+        "skipped": list(book.skipped.get(server_round, [])),
+        "stopped": book.stopped.get(server_round),
+    }
+
+
+def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def _released(federation: ServerStep, training: str, upto: int | None = None) -> int:
+    """The server step's releases of this training in the server's ledger (rounds <= `upto`)."""
+    return sum(
+        1
+        for r in federation.ledger.releases()
+        if of_training(r.run, training) and (upto is None or r.round <= upto)
+    )
+
+
+def _resume_point(
+    run_dir: Path, cfg: RunConfig, key, expected: dict[str, tuple[int, ...]], catalogue_sha: str
+) -> Checkpoint | None:
+    """The checkpoint to resume from (verified against this server), None for a new training; refused
+    (before any round, so before any privacy budget is spent): a finished training, a checkpoint of
+    another config, catalogue or model, and a run folder whose publication slot is already taken."""
+    path = run_dir / "server" / CHECKPOINT_NAME
+    slot = run_dir / "index" / f"v{cfg.num_server_rounds:04d}"
+    resumed = None
+    if path.exists():
+        resumed = Checkpoint.load(path, key)
+        if resumed.finished:
+            raise CheckpointError(
+                f"{path}: field 'finished': training {resumed.training} finished all its"
+                f" {resumed.round} rounds and published its index; not training it again (a new training"
+                " needs a new run-dir)"
+            )
+        released = None
+        if cfg.federation_dp and cfg.private:
+            ledger = Ledger(run_dir / "server" / LEDGER_NAME)
+            released = sum(
+                1
+                for r in ledger.releases()
+                if of_training(r.run, resumed.training) and r.round <= resumed.round
+            )
+        resumed.check_matches(path, cfg.without_paths(), catalogue_sha, expected, released)
+    elif (run_dir / RUN_RECORD).exists():
+        raise CheckpointError(
+            f"{run_dir / RUN_RECORD}: this run folder holds a finished run and no checkpoint to resume from;"
+            " not starting a training over it from round 1 (use a new run-dir)"
+        )
+    if slot.exists():
+        raise CheckpointError(
+            f"{slot}: the publication slot of round {cfg.num_server_rounds} is already taken (a published"
+            " round is never overwritten); refused before training, so that no privacy budget is spent on"
+            " a model that could not be published: use a new run-dir"
+        )
+    return resumed
 
 
 def _client_level_epsilon(client_dp: ClientLevelDP | None, server_round: int) -> float | None:

@@ -35,8 +35,13 @@ ACCOUNTANT = "flower-rdp (dp-accounting), add-or-remove-one client, no sampling 
 class ClientLevelDP:
     """The client-level accountant of one federation of `num_clients` clients, and its ledger."""
 
-    def __init__(self, cfg: RunConfig, num_clients: int, ledger_dir: str | Path, run: str = "") -> None:
+    def __init__(
+        self, cfg: RunConfig, num_clients: int, ledger_dir: str | Path, run: str = "", attempt: str = ""
+    ) -> None:
+        """`run`: the training's name (the ledger key); `attempt`: this Flower run's id (see
+        server/checkpoint.py)."""
         self.run = run
+        self.attempt = attempt or run
         self.sigma = cfg.client_noise_multiplier
         self.clipping_norm = cfg.client_clipping_norm
         self.clipping = cfg.client_clipping
@@ -93,7 +98,7 @@ class ClientLevelDP:
             epsilon_cap=self.cap,
             accountant="rdp",
             unit="client",
-            run=self.run,
+            run=self.ledger.run_key(self.run, self.attempt, server_round),
         )
 
     def epsilon(self) -> float:

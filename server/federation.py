@@ -44,13 +44,21 @@ class ServerStep:
     """The server optimizer of a federation-mode run, and its privacy ledger."""
 
     def __init__(
-        self, cfg: RunConfig, initial: dict[str, np.ndarray], ledger_dir: str | Path, run: str
+        self,
+        cfg: RunConfig,
+        initial: dict[str, np.ndarray],
+        ledger_dir: str | Path,
+        run: str,
+        attempt: str = "",
     ) -> None:
+        """`run`: the training's name, the server ledger's key (server/checkpoint.py); `attempt`: this
+        Flower run's id (a round trained again after a restart is ledgered under its retry key)."""
         self.noise: FederationNoise = federation_noise(cfg)
         self.private = cfg.private
         self.delta = cfg.delta
         self.max_grad_norm = cfg.max_grad_norm
         self.run = run
+        self.attempt = attempt or run
         self.ledger = Ledger(Path(ledger_dir) / LEDGER_NAME)
         self.params = {
             name: torch.nn.Parameter(torch.tensor(a, dtype=torch.float32)) for name, a in initial.items()
@@ -84,13 +92,38 @@ class ServerStep:
                 self.noise.sample_rate,
                 self.max_grad_norm,
                 self.delta,
-                run=self.run,
+                run=self.ledger.run_key(self.run, self.attempt, server_round),
                 noise=NOISE_SECRET,  # the clients' secret shares
             )
         return {name: p.detach().numpy().copy() for name, p in self.params.items()}
 
+    def state(self) -> dict:
+        """Adam's moments and step per tensor and the rounds aggregated: the checkpoint's `optimizer`."""
+        state = {}
+        for name, p in self.params.items():
+            s = self.optimizer.state.get(p)
+            if s:
+                state[name] = {
+                    "step": float(s["step"]),
+                    "exp_avg": s["exp_avg"].numpy().copy(),
+                    "exp_avg_sq": s["exp_avg_sq"].numpy().copy(),
+                }
+        return {"aggregated": self.rounds, "state": state}
+
+    def restore(self, saved: dict, released: int | None = None) -> None:
+        """Resume from a checkpoint's `optimizer`; `released`: the releases of this training in the
+        server's ledger (a round interrupted after its release counts too), else the rounds aggregated."""
+        for name, s in saved["state"].items():
+            p = self.params[name]
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(s["step"])),
+                "exp_avg": torch.tensor(s["exp_avg"]),
+                "exp_avg_sq": torch.tensor(s["exp_avg_sq"]),
+            }
+        self.rounds = int(saved["aggregated"]) if released is None else released
+
     def summary(self) -> FederationSummary:
-        """σ, the rounds aggregated, and ε per view the run can give, over this run's rounds."""
+        """σ, the rounds released, and ε per view over all of them (before a restart too)."""
         views = self.noise.epsilons(self.rounds, self.delta) if self.private else {}
         rdp = self.noise.epsilons(self.rounds, self.delta, "rdp") if self.private else {}
         return FederationSummary(

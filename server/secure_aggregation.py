@@ -18,26 +18,36 @@ kept. Federated evaluation is off in this mode; central evaluation (simulation) 
 from __future__ import annotations
 
 import json
+import timeit
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from logging import INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
+from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.default_workflows import (
+    default_centralized_evaluation_workflow,
+    default_init_params_workflow,
+)
 from flwr.serverapp import Grid
+from flwr.supercore import log
 
 from server.client_privacy import ClientLevelDP
 from server.federation import ServerStep, TooFewShares
 from server.release_book import ReleaseBook
 from shared.adapters import ADAPTER_NAMES, record_from_list
 from shared.config import RunConfig
+from shared.ledger import TRAINING_KEY
 
 CLIPPING_RANGE = 8.0  # adapter values are far inside this (LoRA B, user head and item bias are O(0.1-1))
 QUANTIZATION_RANGE = 2**22
@@ -147,6 +157,36 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class ResumableWorkflow(DefaultWorkflow):
+    """Flower's DefaultWorkflow from round `first_round` (not always 1), calling `round_done(round)`
+    once each round's fit and evaluations are over: where a resumable server checkpoints."""
+
+    def __init__(self, first_round: int, round_done: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first_round = first_round
+        self.round_done = round_done
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        assert isinstance(context, LegacyContext)
+        thread, f_stop, c_done = start_update_client_manager_thread(grid, context.client_manager)
+        c_done.wait()
+        try:
+            default_init_params_workflow(grid, context)
+            cfg = ConfigRecord()
+            cfg[Key.START_TIME] = timeit.default_timer()
+            context.state.config_records[MAIN_CONFIGS_RECORD] = cfg
+            for current_round in range(self.first_round, context.config.num_rounds + 1):
+                log(INFO, "[ROUND %s]", current_round)
+                cfg[Key.CURRENT_ROUND] = current_round
+                self.fit_workflow(grid, context)
+                default_centralized_evaluation_workflow(grid, context)
+                self.evaluate_workflow(grid, context)
+                self.round_done(current_round)
+        finally:
+            f_stop.set()
+            thread.join()
+
+
 def run_secure(
     grid: Grid,
     context: Context,
@@ -156,11 +196,18 @@ def run_secure(
     client_dp: ClientLevelDP | None,
     book: ReleaseBook,
     federation: ServerStep | None = None,
+    *,
+    first_round: int = 1,
+    training: str = "",
+    on_round: Callable[[int, dict[str, np.ndarray], SecureRecorder], None] | None = None,
+    central: dict[int, MetricRecord] | None = None,
 ) -> tuple[ArrayRecord, SecureRecorder, dict[int, MetricRecord]]:
-    """Run the federation under SecAgg+; returns the final adapters, the recorder and central metrics."""
+    """Run the federation under SecAgg+ from `first_round` (a resumed training, server/checkpoint.py)
+    to the plan; returns the final adapters, the recorder and central metrics. `on_round` gets each
+    completed round's global adapters; `training` goes to the clients in every round's config."""
     names = list(initial.keys())
     n = cfg.min_clients
-    central: dict[int, MetricRecord] = {}
+    central = {} if central is None else central
 
     def evaluate(server_round: int, ndarrays, _config):
         if evaluate_fn is None:
@@ -181,6 +228,7 @@ def run_secure(
         on_fit_config_fn=lambda server_round: {
             "server-round": server_round,
             ADAPTER_NAMES: json.dumps(names),
+            **({TRAINING_KEY: training} if training else {}),
         },
         initial_parameters=ndarrays_to_parameters([initial[k].numpy() for k in names]),
         fit_metrics_aggregation_fn=_mean_train_metrics,
@@ -196,17 +244,27 @@ def run_secure(
         config=ServerConfig(num_rounds=cfg.num_server_rounds, round_timeout=cfg.round_timeout),
         strategy=recorder,
     )
-    workflow = DefaultWorkflow(
+
+    def round_done(server_round: int) -> None:
+        if on_round is not None:
+            params = compat.arrayrecord_to_parameters(
+                legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+            )
+            on_round(server_round, dict(zip(names, parameters_to_ndarrays(params), strict=True)), recorder)
+
+    workflow = ResumableWorkflow(
+        first_round,
+        round_done,
         fit_workflow=SecAggPlusWorkflow(
             num_shares=1.0,  # every client shares its mask seeds with all others
             reconstruction_threshold=RECONSTRUCTION_FRACTION,
             max_weight=1.0,
             clipping_range=CLIPPING_RANGE,
             quantization_range=QUANTIZATION_RANGE,
-        )
+        ),
     )
     workflow(grid, legacy)
-    for server_round in range(1, cfg.num_server_rounds + 1):
+    for server_round in range(first_round, cfg.num_server_rounds + 1):
         if server_round not in recorder.train_metrics and server_round not in recorder.stopped:
             recorder.skipped.setdefault(server_round, []).append(
                 "SecAgg+ halted: too few clients sent a masked update (a client refusing to train, e.g."

@@ -15,7 +15,11 @@ from flwr.app import Array, ArrayRecord
 
 ADAPTER_NAMES = "adapter-names"  # legacy FitIns config key: the order of the unnamed parameter list
 WEIGHT = "unit-weight"  # reply metric weighing a client in the mean (1: equal weights)
-SHAREABLE = re.compile(r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_(bias|ids)\.weight)$")
+SHAREABLE = re.compile(
+    r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_(bias|ids)\.weight"
+    r"|^sequence\.(adaptor|adaptor_norm|position|out_norm|out"
+    r"|blocks\.\d+\.(attention_norm|qkv|proj|mlp_norm|mlp\.[02]))\.(weight|bias))$"
+)
 
 
 class AdapterLeakError(ValueError):

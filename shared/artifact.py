@@ -1,17 +1,29 @@
 """The published global item index: the only thing a device needs from the server, and the only contract.
 
-One published round is one folder, `<root>/v<NNNN>`, written once and never changed (format 2):
+One published round is one folder, `<root>/v<NNNN>`, written once and never changed (format 3; format 2,
+the same files without a sequence residual, is still read):
 
 - `index.faiss`        item rows [v, τ·b] (unit item-tower vector v + scaled item bias) in an inner-product
                        FAISS index, row i = item i; a user row [u, 1] scores u·v + τ·b, as the model does
 - `items.parquet`      item_id + display metadata (title, brand, category, price), row i = item i
-- `adapter.safetensors` the trained tensors (LoRA + user head) a device needs for its user tower
+- `adapter.safetensors` the trained tensors (LoRA + user head + sequence residual) a device needs for its
+                       user tower
 - `model.json`         model config, the encoder it adapts (name, weights sha256), pooling and score
-- `manifest.json`      format version (2), version string, round, sizes, library versions, the publisher's
+- `manifest.json`      format version (3), version string, round, sizes, library versions, the publisher's
                        `info` (privacy summary) verbatim, `publisher_key_id` (sha256 of the raw Ed25519
                        public key, shared/signing.py) and sha256 + size of every other file
 - `manifest.sig`       the 64 raw bytes of the publisher's Ed25519 signature over the exact bytes of
                        `manifest.json`: as the manifest lists every other file's hash, it covers them all
+- `vectors.npy`        (format 3, only beside a compressed index) the exact item rows [v, τ·b], float32
+                       little-endian, C order, shape [n_items, dimension]: a plain .npy (no pickle), listed
+                       and hashed in the manifest like every other file
+
+The manifest's `index_type` names the index and `index_params` the parameters it was built and is
+searched with: `IndexFlatIP` (exact, {}), `IndexHNSWFlat` ({M, efConstruction, efSearch}) or, format 3,
+`IndexIVFPQ` ({nlist, M, nbits, nprobe, rerank}): an inverted file over product-quantised codes (55
+sub-vectors of 7 dimensions, one byte each: 55 bytes an item instead of 1,540), searched for
+k × rerank candidates that are then re-scored exactly from `vectors.npy`. Flat and HNSW store the rows
+themselves, exactly, and have no `vectors.npy`; an artifact without the format-3 parts loads as before.
 
 `<root>/LATEST` names the newest folder. Publishers into one root take turns: an exclusive lock on
 `<root>/.publish.lock` (an empty file, `shared/durable.py`'s `exclusive_lock`) is held from the check that
@@ -31,13 +43,20 @@ A device pins the publisher's public key (given out of band);
 5. `model.json`: the encoder and score this fedrec runs, and every model config field within its range
    (checked before any model is built; the same check refuses to publish such a config);
 6. `index.faiss`: the FAISS type the manifest names (checked on the file's header before parsing),
-   inner product, the manifest's dimension and item count; then the items and the adapter.
+   inner product, the manifest's dimension and item count; `vectors.npy` (compressed index only): its
+   .npy header (float32, C order, [n_items, dimension]) before its data, which must be finite; then the
+   items and the adapter.
 
 Refusing a round older than one already accepted (a rolled-back `LATEST`) is the device's job, as only it
 knows what it accepted (client/device/trust.py).
 
-The vectors are not shipped a second time as .npy: both index types store them flat and exactly, so
-`Artifact.item_vectors()` reconstructs them from the index, and there is a single source of truth.
+The choice (`choose_index_type`): exact search up to 50,000 items; above, the compressed IVF-PQ with
+exact re-ranking. At 100k items (benchmarks/results/performance.md, section 7) it measured recommend
+recall@10 0.964 against an exact scan (exact Flat itself: 0.970, through ties) at 0.96 ms p50, search
+0.953, where the HNSW graph (efSearch 256) measured 0.906 / 0.904 at 1.5 ms, and a 168 MB artifact
+instead of HNSW's 186 MB (Flat: 160 MB, 16 ms). HNSW stays available by name (`index_type`).
+`Artifact.item_rows()` is `vectors.npy` where there is one, else the rows reconstructed from the
+flat-storing index: one source of truth either way.
 Nothing time-based is recorded: the same inputs and the same key give the same bytes, signature
 included (Ed25519 is deterministic), and the same version string (the HNSW graph is built with FAISS'
 threads, which FAISS does not promise to be order-independent).
@@ -75,11 +94,13 @@ from shared.encoder import HIDDEN_SIZE, WEIGHTS_SHA256
 from shared.model import MAX_HISTORY_LENGTH, ModelConfig
 from shared.signing import SIGNATURE_BYTES, PrivateKeyLike, PublicKeyLike
 
-FORMAT_VERSION = 2  # 2: manifest.sig + publisher_key_id; 1 (unsigned) is refused
-SUPPORTED_FORMATS = (2,)
+# 3: the user tower may carry a sequence residual (model.json sequence_*); 2: manifest.sig + publisher_key_id,
+# pooled user tower only (still served); 1 (unsigned) is refused
+FORMAT_VERSION = 3
+SUPPORTED_FORMATS = (2, 3)
 UNSIGNED = "unsigned artifact (format 1): re-publish with a publisher key"
 SYMLINK = "is a symbolic link (refused: it could point anywhere)"
-FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above
+FLAT_MAX_ITEMS = 50_000  # exact search up to here; the compressed index (IVF-PQ + exact re-ranking) above
 # efSearch 256: recall@10 0.91-0.97 against an exact scan at 100k items, 0.5 ms p50 (was 64: 0.83-0.90);
 # benchmarks/results/performance.md
 HNSW_M, HNSW_EF_SEARCH, HNSW_EF_CONSTRUCTION = 32, 256, 40
@@ -92,7 +113,21 @@ DATA_FILES = ("index.faiss", "items.parquet", "adapter.safetensors", "model.json
 MANIFEST, SIGNATURE, LATEST_FILE = "manifest.json", "manifest.sig", "LATEST"
 PUBLISH_LOCK = ".publish.lock"  # in the root: held while a round is claimed and LATEST rewritten
 MAX_MANIFEST_BYTES = 16 << 20  # read before it is verified: bounded
-INDEX_HEADERS = {"IndexFlatIP": b"IxFI", "IndexHNSWFlat": b"IHNf"}  # the 4 bytes FAISS starts each with
+# the 4 bytes FAISS starts each with; IVF-PQ (format 3) only ever beside its exact rows, ROWS_FILE
+INDEX_HEADERS = {"IndexFlatIP": b"IxFI", "IndexHNSWFlat": b"IHNf", "IndexIVFPQ": b"IwPQ"}
+INDEX_TYPES = tuple(INDEX_HEADERS)
+COMPRESSED = ("IndexIVFPQ",)  # index types whose codes are approximate: searched, then re-ranked exactly
+ROWS_FILE = "vectors.npy"
+ROWS_DTYPE = np.dtype("<f4")
+# IVF-PQ at 100k items (a sweep on performance.md section 7's catalogue, 200 history-like queries): nlist
+# 1024, M 55, nprobe 32, rerank 10: recall@10 0.977 at 0.33 ms p50; nprobe 16: 0.955; rerank 5: 0.955;
+# M 35: 0.948. M 55: 385 = 55 x 7 dimensions.
+IVF_M, IVF_NBITS, IVF_NPROBE, IVF_RERANK = 55, 8, 32, 10
+IVF_MIN_ITEMS = 1_000  # fewer items: nothing to compress, and too few to train 256 codes per sub-vector
+IVF_TRAIN_PER_LIST = 64  # k-means training rows per inverted list (FAISS asks for at least 39)
+# Below this many items IVF-PQ is trained on one thread: 3,000 items took 4.6 s on one, 43 s on two
+# threads of a busy 2-core machine (each k-means is too small to split; OpenMP threads wait on each other)
+IVF_ONE_THREAD_BELOW = 20_000
 _FOLDER = re.compile(r"^v(\d{4,})$")
 
 # Model config bounds, inclusive: generous for all-MiniLM-L6-v2 (384 wide, 6 layers, 512 positions), but a
@@ -107,6 +142,9 @@ MODEL_INTS = {
     "history_length": (1, MAX_HISTORY_LENGTH),
     "head_rank": (1, HIDDEN_SIZE),
     "item_id_rank": (0, HIDDEN_SIZE),
+    "sequence_layers": (0, 8),
+    "sequence_dim": (2, HIDDEN_SIZE),
+    "sequence_heads": (1, 16),
 }
 MODEL_FRACTIONS = {"recency": (0.0, 1.0), "temperature": (0.0, 100.0)}  # (low, high]
 
@@ -129,6 +167,7 @@ class Artifact:
     trainable_state: dict[str, torch.Tensor]
     model_config: dict  # ModelConfig.to_dict() form
     encoder: dict  # name, weights_sha256, pooling, normalize
+    rows: np.ndarray | None = None  # vectors.npy beside a compressed index (read-only); None: in the index
 
     @property
     def version(self) -> str:
@@ -142,8 +181,19 @@ class Artifact:
     def publisher_key_id(self) -> str:
         return self.manifest["publisher_key_id"]
 
+    @property
+    def rerank(self) -> int:
+        """Candidates fetched from the index per result wanted, then re-scored exactly (1: no re-ranking,
+        the index's scores are exact)."""
+        if self.rows is None:
+            return 1
+        return int(self.manifest["index_params"]["rerank"])
+
     def item_rows(self) -> np.ndarray:
-        """The published item rows [v, τ·b], float32 [N, d + 1], reconstructed exactly from the index."""
+        """The published item rows [v, τ·b], float32 [N, d + 1], exact: `vectors.npy` beside a compressed
+        index (read-only, no copy), else reconstructed from the index (a copy)."""
+        if self.rows is not None:
+            return self.rows
         return self.index.reconstruct_n(0, self.index.ntotal)
 
     def item_vectors(self) -> np.ndarray:
@@ -153,13 +203,45 @@ class Artifact:
 
 # ---------------------------------------------------------------------------------------------- writing
 def choose_index_type(n_items: int, flat_max_items: int = FLAT_MAX_ITEMS) -> str:
-    """Exact search while it is cheap; a graph index above `flat_max_items`."""
-    return "IndexFlatIP" if n_items <= flat_max_items else "IndexHNSWFlat"
+    """Exact search while it is cheap; above `flat_max_items`, the compressed index with exact re-ranking,
+    which measured both more accurate and faster than the HNSW graph at 100k items (module docstring)."""
+    return "IndexFlatIP" if n_items <= flat_max_items else "IndexIVFPQ"
+
+
+def ivf_lists(n_items: int) -> int:
+    """Inverted lists for n items: the power of two nearest 4·√n (1,024 at 100k), with at least 39
+    training rows per list (FAISS' minimum for k-means)."""
+    lists = 2 ** round(math.log2(4 * math.sqrt(n_items)))
+    while lists > 1 and lists * 39 > n_items:
+        lists //= 2
+    return lists
 
 
 def build_index(vectors: np.ndarray, index_type: str) -> tuple[faiss.Index, dict[str, int]]:
     """An inner-product index over `vectors` (row i = item i) and the parameters it was built with."""
     d = vectors.shape[1]
+    if index_type == "IndexIVFPQ":
+        n = len(vectors)
+        if n < IVF_MIN_ITEMS or d % IVF_M:
+            raise ValueError(
+                f"IndexIVFPQ needs at least {IVF_MIN_ITEMS} rows of a multiple of {IVF_M} (got {n} x {d})"
+            )
+        nlist = ivf_lists(n)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, IVF_M, IVF_NBITS, faiss.METRIC_INNER_PRODUCT)
+        sample = min(n, IVF_TRAIN_PER_LIST * nlist)  # a fixed sample: the same inputs give the same index
+        rows = np.sort(np.random.default_rng(0).choice(n, size=sample, replace=False))
+        index.cp.seed = 1234
+        threads = faiss.omp_get_max_threads()
+        if n < IVF_ONE_THREAD_BELOW:  # many tiny k-means: threads only wait on each other
+            faiss.omp_set_num_threads(1)
+        try:
+            index.train(vectors[rows])
+            index.add(vectors)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        index.nprobe = IVF_NPROBE
+        params = {"nlist": nlist, "M": IVF_M, "nbits": IVF_NBITS, "nprobe": IVF_NPROBE, "rerank": IVF_RERANK}
+        return index, params
     if index_type == "IndexFlatIP":
         index, params = faiss.IndexFlatIP(d), {}
     elif index_type == "IndexHNSWFlat":
@@ -185,9 +267,12 @@ def write_artifact(
     info: dict,
     signing_key: PrivateKeyLike,
     flat_max_items: int = FLAT_MAX_ITEMS,
+    index_type: str | None = None,
 ) -> Path:
     """Publish round `round` as `<root>/v<NNNN>` (never overwriting), its manifest signed with
-    `signing_key` (a key or a private key PEM path), and point LATEST at the newest round."""
+    `signing_key` (a key or a private key PEM path), and point LATEST at the newest round.
+
+    `index_type` (one of INDEX_TYPES) overrides the choice by size (`choose_index_type`)."""
     root = Path(root)
     key = signing.private_key(signing_key)
     if isinstance(round, bool) or not isinstance(round, int) or round < 0:
@@ -203,19 +288,25 @@ def write_artifact(
     state = {name: t.detach().to("cpu").contiguous().clone() for name, t in trainable_state.items()}
     if not state:
         raise ValueError("trainable_state is empty")
-    index_type = choose_index_type(len(item_ids), flat_max_items)
+    if index_type is None:
+        index_type = choose_index_type(len(item_ids), flat_max_items)
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index_type {index_type!r} is not one of {list(INDEX_TYPES)}")
     index, index_params = build_index(vectors, index_type)
+    data_files = artifact_files(index_type)
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
     try:
         faiss.write_index(index, str(tmp / "index.faiss"))
+        if ROWS_FILE in data_files:  # the exact rows a compressed index lacks: a plain .npy, no pickle
+            np.save(tmp / ROWS_FILE, np.ascontiguousarray(vectors, dtype=ROWS_DTYPE), allow_pickle=False)
         table.to_parquet(tmp / "items.parquet", index=False)
         save_file(state, str(tmp / "adapter.safetensors"))
         model_json = {"model": dict(model_config), "encoder": ENCODER, "score": SCORE}
         (tmp / "model.json").write_bytes(_json_bytes("model.json", model_json))
         files = {
-            name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in DATA_FILES
+            name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in data_files
         }
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -235,7 +326,7 @@ def write_artifact(
         manifest_bytes = _json_bytes(MANIFEST, manifest)
         (tmp / MANIFEST).write_bytes(manifest_bytes)
         (tmp / SIGNATURE).write_bytes(signing.sign(key, manifest_bytes))  # over the very bytes a device reads
-        for name in (*DATA_FILES, MANIFEST, SIGNATURE):
+        for name in (*data_files, MANIFEST, SIGNATURE):
             _fsync_file(tmp / name)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
         fsync_folder(tmp)
@@ -249,6 +340,13 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def artifact_files(index_type: Any) -> tuple[str, ...]:
+    """The data files an artifact of this index type holds: a compressed index keeps its exact rows beside."""
+    return (
+        (*DATA_FILES, ROWS_FILE) if isinstance(index_type, str) and index_type in COMPRESSED else DATA_FILES
+    )
 
 
 def _check_vectors(item_ids: list[str], item_vectors: np.ndarray, unit: bool) -> np.ndarray:
@@ -380,6 +478,8 @@ def check_model_config(config: Any, n_items: int) -> ModelConfig:
         raise ValueError(f"lora_layers = {list(layers)} must be distinct layers in [0, {ENCODER_LAYERS - 1}]")
     if not _is_int(model.n_items) or model.n_items not in (0, n_items):
         raise ValueError(f"n_items = {model.n_items!r} is neither 0 nor the {n_items} published items")
+    if model.sequence_dim % model.sequence_heads:
+        raise ValueError(f"sequence_dim = {model.sequence_dim} is not a multiple of sequence_heads")
     if model.item_id_rank and not model.n_items:
         raise ValueError(f"item_id_rank = {model.item_id_rank} needs n_items (the catalogue size)")
     return model
@@ -478,15 +578,19 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
     unlisted = sorted(names - set(files) - {MANIFEST, SIGNATURE})
     if unlisted:
         raise refuse(unlisted[0], "is not listed in the manifest (added after publication?)")
-    odd = sorted(set(files) ^ set(DATA_FILES))
+    expected = artifact_files(manifest["index_type"])
+    odd = sorted(set(files) ^ set(expected))
     if odd:
         raise refuse(
-            odd[0], "is not listed in the manifest" if odd[0] in DATA_FILES else "is no artifact file"
+            odd[0],
+            "is not listed in the manifest"
+            if odd[0] in expected
+            else f"is no file of an artifact with index type {manifest['index_type']!r}",
         )
 
     # 4. each file read once; hashed and parsed from those bytes
     data: dict[str, bytes] = {}
-    for name in DATA_FILES:
+    for name in expected:
         entry = files[name]
         data[name] = _read(path, name, entry["bytes"], folder)
         if len(data[name]) != entry["bytes"] or hashlib.sha256(data[name]).hexdigest() != entry["sha256"]:
@@ -504,9 +608,12 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
             f"this fedrec runs {ENCODER} scored by {SCORE!r}",
         )
     try:
-        check_model_config(config, n)
+        built = check_model_config(config, n)
     except (TypeError, ValueError) as err:
         raise refuse("model.json", f"model config is not usable: {err}") from None
+    if built.sequence_layers and manifest["format_version"] < 3:
+        version = manifest["format_version"]
+        raise refuse("model.json", f"has a sequence residual, which format {version} cannot hold")
 
     # 6. the index (its type first, on the header), the items, the adapter
     if d != ROW_SIZE:
@@ -522,6 +629,18 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
     if isinstance(index, faiss.IndexHNSW):
         ef_search = params.get("efSearch") if isinstance(params, dict) else None
         index.hnsw.efSearch = ef_search if _count(ef_search) and ef_search > 0 else HNSW_EF_SEARCH
+    rows = None
+    if ROWS_FILE in expected:
+        if manifest["format_version"] < 3:
+            raise refuse(MANIFEST, f"names {manifest['index_type']}, which format 2 cannot hold")
+        nprobe = params.get("nprobe") if isinstance(params, dict) else None
+        rerank = params.get("rerank") if isinstance(params, dict) else None
+        if not (_count(nprobe) and 1 <= nprobe <= index.nlist and _count(rerank) and 1 <= rerank <= 100):
+            raise refuse(
+                MANIFEST, f"index_params {params!r} need nprobe in [1, nlist] and rerank in [1, 100]"
+            )
+        index.nprobe = nprobe
+        rows = _parse_rows(path, data[ROWS_FILE], n, d)
 
     try:
         items = pd.read_parquet(io.BytesIO(data["items.parquet"]))
@@ -544,7 +663,37 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
         trainable_state=state,
         model_config=config,
         encoder=encoder,
+        rows=rows,
     )
+
+
+def _parse_rows(path: Path, data: bytes, n: int, d: int) -> np.ndarray:
+    """The exact rows in `data` (the bytes hashed), read-only without a copy: the .npy header must say
+    float32 little-endian, C order, [n, d], checked before the data is touched; no pickle, ever."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy version {version}")
+    except ValueError as err:
+        raise ArtifactError(path, ROWS_FILE, f"is not a .npy array: {err}") from None
+    if dtype != ROWS_DTYPE or fortran or tuple(shape) != (n, d):
+        raise ArtifactError(
+            path,
+            ROWS_FILE,
+            f"holds {dtype} {tuple(shape)} (Fortran order {fortran}); manifest says <f4 {(n, d)}",
+        )
+    offset = stream.tell()
+    if len(data) - offset != n * d * ROWS_DTYPE.itemsize:
+        raise ArtifactError(path, ROWS_FILE, f"holds {len(data) - offset} data bytes, not {n * d * 4}")
+    rows = np.frombuffer(data, dtype=ROWS_DTYPE, count=n * d, offset=offset).reshape(n, d)
+    if not np.isfinite(rows).all():
+        raise ArtifactError(path, ROWS_FILE, "holds NaN or inf")
+    return rows
 
 
 def _parse_index(path: Path, data: bytes, index_type: Any) -> faiss.Index:

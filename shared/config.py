@@ -77,6 +77,7 @@ class RunConfig:
     bias_learning_rate: float = ranged(0.05, POSITIVE)  # item bias
     item_id_learning_rate: float = ranged(0.01, POSITIVE)  # item ID residuals (with item-id-rank > 0)
     lora_learning_rate: float = ranged(0.001, POSITIVE)
+    sequence_learning_rate: float = ranged(0.001, POSITIVE)  # the sequence residual (sequence-layers > 0)
     private: bool = True
     noise_multiplier: float = ranged(1.0, NOISE)
     max_grad_norm: float = ranged(1.0, POSITIVE)
@@ -117,6 +118,14 @@ class RunConfig:
     lora_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
     # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
     item_id_rank: int = ranged(16, Range(0, HIDDEN_SIZE, note="0 = off"))
+    # > 0: a causal-transformer residual over the history, zero at start (shared/model.py SequenceResidual)
+    sequence_layers: int = ranged(0, Range(0, 8, note="0 = pooled history only"))
+    sequence_dim: int = ranged(64, Range(2, HIDDEN_SIZE))
+    # the logit scale 1/τ of the full-catalogue softmax; τ ≈ 0.12 minimises the zero-shot model's loss on
+    # Amazon Scientific (stack facts, Spike 2), so training starts where the untrained ranking is best fit
+    temperature: float = ranged(0.05, Range(0, 100, open_low=True))
+    max_length: int = ranged(32, Range(1, 512, note="tokens of an item's text the item tower reads"))
+    head_rank: int = ranged(16, Range(1, HIDDEN_SIZE))
     num_negatives: int = ranged(1, AT_LEAST_0)
     hard_negatives: int = ranged(1, AT_LEAST_0)  # some of the num-negatives: at most that many
     history_length: int = ranged(20, Range(1, MAX_HISTORY_LENGTH))
@@ -195,6 +204,7 @@ class RunConfig:
             "lora": self.lora_learning_rate,
             "bias": self.bias_learning_rate,
             "ids": self.item_id_learning_rate,
+            "sequence": self.sequence_learning_rate,
             "head": self.learning_rate,
         }
 
@@ -205,6 +215,11 @@ class RunConfig:
             history_length=self.history_length,
             n_items=n_items,
             item_id_rank=self.item_id_rank,
+            sequence_layers=self.sequence_layers,
+            sequence_dim=self.sequence_dim,
+            temperature=self.temperature,
+            max_length=self.max_length,
+            head_rank=self.head_rank,
         )
 
 

@@ -69,6 +69,20 @@ GENESIS = "0" * 64
 RELEASE = "release"
 REPAIR = "repair"
 DEFAULT_REPAIR_REASON = "torn last line: an append interrupted before its round was trained or sent"
+# A training that outlives one Flower run (a server restarted from its checkpoint, server/checkpoint.py) is
+# keyed by its name, sent in each round's train config under this key; a round trained again after a crash
+# is keyed `retry_key(training, run)`, so its first reservation stays counted
+TRAINING_KEY = "training-id"
+
+
+def retry_key(training: str, run: str) -> str:
+    """The ledger key of a round of `training` trained again, after a crash, by the Flower run `run`."""
+    return f"{training}~{run}"
+
+
+def of_training(key: str, training: str) -> bool:
+    """Whether a ledger's run key names a release of this training (first try or retry)."""
+    return key == training or key.startswith(f"{training}~")
 
 
 class LedgerError(RuntimeError):
@@ -363,6 +377,12 @@ class Ledger:
             if is_release(rec) and rec["run"] == run and rec["round"] == round:
                 return rec["seq"], line_hash(rec)
         raise LedgerError(f"{self.path}: no release of round {round} in run {run!r}")
+
+    def run_key(self, training: str, run: str, round: int) -> str:
+        """The key to record `round` of `training` under: the training's name, or, if that round is
+        already recorded (reserved before a crash, then trained again), its retry key for this run."""
+        done = {(r.run, r.round) for r in self.releases()}
+        return retry_key(training, run) if (training, round) in done and training != run else training
 
     def epsilon(self, delta: float) -> tuple[float, float]:
         """(ε_prv, ε_rdp) spent so far, at δ."""

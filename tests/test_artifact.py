@@ -340,13 +340,13 @@ def test_concurrent_publisher_processes_get_distinct_rounds_and_latest_the_newes
     assert [load(root / name).round for name in ("v0001", "v0002")] == [1, 2]
 
 
-def test_hnsw_above_the_threshold(tmp_path, inputs):
+def test_compressed_above_the_threshold_and_hnsw_by_name(tmp_path, inputs):
     assert choose_index_type(50_000) == "IndexFlatIP"
-    assert choose_index_type(50_001) == "IndexHNSWFlat"
+    assert choose_index_type(50_001) == "IndexIVFPQ"  # tests/test_compressed_index.py
     assert choose_index_type(10, flat_max_items=10) == "IndexFlatIP"
-    assert choose_index_type(11, flat_max_items=10) == "IndexHNSWFlat"
+    assert choose_index_type(11, flat_max_items=10) == "IndexIVFPQ"
 
-    folder = write_artifact(tmp_path, round=1, flat_max_items=10, **inputs)
+    folder = write_artifact(tmp_path, round=1, index_type="IndexHNSWFlat", **inputs)
     art = load(folder)
     assert art.manifest["index_type"] == "IndexHNSWFlat"
     assert art.manifest["index_params"] == {"M": 32, "efConstruction": 40, "efSearch": 256}

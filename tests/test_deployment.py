@@ -10,6 +10,7 @@ Only 127.0.0.1 is used. Select with `-m deployment`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audit.ledgers import audit
+from audit.ledgers import passed as audit_passed
 from fedrec.deploy import (
     RunFailed,
     flower_env,
@@ -33,9 +36,10 @@ from fedrec.deploy import (
     start_run,
     wait_for_run,
 )
+from server.checkpoint import CHECKPOINT_NAME
 from shared.artifact import load_artifact
 from shared.embedded import iid_split
-from shared.ledger import LEDGER_NAME, Ledger
+from shared.ledger import LEDGER_NAME, Ledger, of_training, retry_key
 from shared.run_record import RUN_RECORD, RunRecord
 from shared.signing import run_public_key
 from simulations.shop import ShopConfig, write_shop
@@ -367,3 +371,125 @@ def test_a_supernode_killed_mid_round_does_not_stop_the_run(federation):
     assert [r.round for r in Ledger(victim).releases()] == [1]  # its reserved release stays on its ledger
     assert record.artifact_path(run_dir).name == "v0002"
     print(f"deployment with a SuperNode killed mid-round: {time.monotonic() - started:.0f} s")
+
+
+THREE_ROUNDS = TINY.replace("num-server-rounds=2", "num-server-rounds=3")
+
+
+def _register_and_start(fed, count: int) -> list[subprocess.Popen]:
+    _superlink(fed)
+    for index in range(count):
+        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
+    return [_supernode(fed, index, key=index) for index in range(count)]
+
+
+def _running(pid: int, started: str | None) -> bool:
+    """Still that process, and not a zombie its parent has yet to reap."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return _started_at(pid) == started and state not in ("Z", "X")
+
+
+def _checkpointed(run_dir: Path) -> int:
+    """The last round the server checkpointed (0: none yet)."""
+    path = run_dir / "server" / CHECKPOINT_NAME
+    return json.loads(path.read_text())["round"] if path.exists() else 0
+
+
+def _wait_for(condition, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {within:.0f} s"
+        time.sleep(0.5)
+
+
+def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
+    """The ServerApp process is SIGKILLed once round 1 is checkpointed. A new run on the same run folder
+    with a tampered checkpoint is refused; with the checkpoint as written it resumes at round 2 and ends
+    after the planned 3 rounds, each partner's ledger one sequence of rounds of one training, ε composed
+    over both runs, the server's receipts matching the ledgers."""
+    fed = federation
+    started = time.monotonic()
+    _register_and_start(fed, 2)
+    superlink_pid = fed["procs"][0].pid
+    run_dir = fed["tmp"] / "server-run"
+    config = f'{THREE_ROUNDS} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    first = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    _wait_for(lambda: _checkpointed(run_dir) >= 1, 300, "round 1 checkpointed")
+    serverapps = {
+        pid: _started_at(pid)
+        for pid in _tree(superlink_pid)
+        if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    assert serverapps, "no ServerApp process found"
+    _signal(serverapps, signal.SIGKILL)  # the server dies: no goodbye, no last checkpoint
+    _wait_for(lambda: not any(_running(p, s) for p, s in serverapps.items()), 10, "the ServerApp gone")
+    assert _checkpointed(run_dir) == 1  # killed before round 2 was checkpointed (3 s a round at least)
+
+    path = run_dir / "server" / CHECKPOINT_NAME
+    written = path.read_bytes()
+    tampered = json.loads(written)
+    tampered["round"] = 0  # e.g. to train round 1 again
+    path.write_text(json.dumps(tampered))
+    refused = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    with pytest.raises(RunFailed, match="finished:failed"):
+        wait_for_run(refused, "fedrec", fed["env"], timeout=240, pending_timeout=90)
+    assert f"{path}: field 'signature' does not verify" in run_logs(refused, "fedrec", fed["env"])
+    path.write_bytes(written)
+
+    resumed = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    assert _completed(resumed, "fedrec", fed["env"], timeout=420, pending_timeout=90)
+    assert f"resuming training {first} after round 1 of 3" in run_logs(resumed, "fedrec", fed["env"])
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    assert [r.round for r in record.rounds] == [1, 2, 3]
+    assert all(sorted(r.epsilon) == ["partner-0", "partner-1"] for r in record.rounds)  # round 1: restored
+    saved = json.loads(path.read_text())
+    assert (saved["training"], saved["run"], saved["round"], saved["finished"]) == (
+        str(first),
+        str(resumed),
+        3,
+        True,
+    )
+    assert record.artifact_path(run_dir).name == "v0003"
+    ledgers = [partner / "state" / LEDGER_NAME for partner in fed["partners"][:2]]
+    for name, ledger in zip(("partner-0", "partner-1"), ledgers, strict=True):
+        releases = Ledger(ledger).releases()
+        assert all(of_training(r.run, str(first)) for r in releases)  # one training, across two runs
+        assert [r.round for r in releases if r.run == str(first)] == [1, 2, 3]  # round 1 recorded once
+        # a round 2 reserved before the kill stays counted; its retry is keyed by the resumed run
+        assert {r.run for r in releases} <= {str(first), retry_key(str(first), str(resumed))}
+        spent = Ledger(ledger).epsilon(1e-5)[0]
+        assert record.privacy.epsilon[name] == pytest.approx(spent)  # composed over both runs
+        assert record.rounds[0].epsilon[name] == pytest.approx(releases[0].epsilon_prv)
+        assert releases[0].epsilon_prv < spent
+    receipts = run_dir / "server" / "receipts.jsonl"  # those of both runs match the partners' ledgers
+    assert audit_passed(audit(fed["tmp"], ledgers=ledgers, receipts=receipts))
+    print(f"deployment: server killed after round 1 and resumed: {time.monotonic() - started:.0f} s")
+
+
+def test_a_bad_partner_fails_alone_on_its_own_node(federation):
+    """Partner 2's log is unusable: its own node says why (file and column), every round, and refuses;
+    the two others train both rounds and the index is published."""
+    fed = federation
+    started = time.monotonic()
+    bad = fed["partners"][2] / "events.csv"
+    bad.write_text("when,who\nyesterday,someone\n")  # no user_id / item_id / timestamp columns
+    _register_and_start(fed, PARTNERS)
+    run_dir = fed["tmp"] / "server-run"
+    config = f'{TINY} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+    assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
+    record = RunRecord.load(run_dir / RUN_RECORD)
+    assert [r.round for r in record.rounds] == [1, 2]
+    for partner in fed["partners"][:2]:
+        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2]
+    for r in record.rounds:  # the bad partner's refusal reaches the server, no more
+        assert any("partner-2: not taking part" in reason for reason in r.skipped)
+    assert sorted(record.privacy.epsilon) == ["partner-0", "partner-1"]
+    assert not (fed["partners"][2] / "state" / LEDGER_NAME).exists()
+    log = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
+    assert "partner-2: fedrec check: unusable: events.csv, column 'user_id': missing required column" in log
+    assert record.artifact_path(run_dir).name == "v0002"
+    print(f"deployment: a partner with a bad log: {time.monotonic() - started:.0f} s")

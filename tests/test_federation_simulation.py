@@ -11,10 +11,12 @@ from __future__ import annotations
 import pytest
 
 from audit.ledgers import main as audit_main
+from shared.artifact import load_artifact
 from shared.federation import AGGREGATE, SHARE
 from shared.ledger import Ledger
 from shared.privacy import epsilon
 from shared.run_record import RUN_RECORD, RunRecord
+from shared.signing import run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
@@ -29,12 +31,16 @@ def shop(tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("secure", [True, False], ids=["secagg", "message-api"])
-def test_federation_round_trip(shop, tmp_path, secure, capsys):
+@pytest.mark.parametrize(
+    ("secure", "sequence_layers"),
+    [(True, 0), (False, 0), (True, 1)],
+    ids=["secagg", "message-api", "sequence"],
+)
+def test_federation_round_trip(shop, tmp_path, secure, sequence_layers, capsys):
     catalogue, events = shop
     summary = simulate(
         tmp_path, num_clients=3, catalogue=str(catalogue), events=str(events),
-        overrides={**BASE, "secure-aggregation": secure},
+        overrides={**BASE, "secure-aggregation": secure, "sequence-layers": sequence_layers},
     )  # fmt: skip
     record = RunRecord.load(tmp_path / RUN_RECORD)
     fed = record.privacy.federation
@@ -55,5 +61,11 @@ def test_federation_round_trip(shop, tmp_path, secure, capsys):
         assert summary["epsilon"][f"client-{i}"] == pytest.approx(fed.epsilon[view], rel=1e-6)
     assert all(not r.refused and not r.skipped for r in record.rounds)
     assert audit_main(tmp_path) == 0
-    assert (tmp_path / record.artifact / "manifest.json").exists()
+    artifact = load_artifact(
+        tmp_path / record.artifact, public_key=run_public_key(tmp_path / record.artifact)
+    )
+    moved = [
+        k for k, v in artifact.trainable_state.items() if k.startswith("sequence.") and v.abs().max() > 0
+    ]
+    assert ("sequence.out.weight" in moved) == bool(sequence_layers)  # the residual trained and was published
     capsys.readouterr()

@@ -10,8 +10,9 @@ mods.py, ...), the server or the simulations; tests/test_device_imports.py holds
 - trust.py: the pinned publisher key and the rollback guard
 - history.py: reading a device's history file
 - tower.py, query.py, intent.py: the user tower in NumPy, the query encoder, explainable query rows
-- ranking.py, filters.py, diversity.py, items.py, threads.py: the index search, filters, MMR and
-  coverage, result rows, one thread per query
+- query_encoder.py: a bf16 / int8 copy of the query encoder, used only where it agrees with fp32
+- ranking.py, filters.py, diversity.py, items.py, threads.py: the index search (exact re-ranking after a
+  compressed index), filters, MMR and coverage, result rows, one thread per query
 - serve.py, page/: `fedrec serve`, a local HTTP API (Starlette + uvicorn, 127.0.0.1) and one page
 - index_add.py: `fedrec index add`, new items from their text into the next signed version
 """

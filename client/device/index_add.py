@@ -33,11 +33,13 @@ from shared.signing import PrivateKeyLike
 PER_ITEM = ("item_bias.weight", "item_ids.weight")
 
 
-def add_items(index_dir: str | Path, items_file: str | Path, signing_key: PrivateKeyLike) -> Path:
+def add_items(
+    index_dir: str | Path, items_file: str | Path, signing_key: PrivateKeyLike, index_type: str | None = None
+) -> Path:
     """Publish the newest round of `index_dir` (a publication root, or its newest `v<NNNN>` folder) plus
     the items of `items_file` (a catalogue CSV/Parquet) as the next round, signed with `signing_key` (a
     key or a private key PEM path); returns the new folder. A new id already published is a SchemaError
-    naming the file, row and column."""
+    naming the file, row and column. `index_type`: the index to publish (None: chosen by size)."""
     key = signing.private_key(signing_key)
     root, base_folder = _root_and_base(Path(index_dir))
     new = load_catalogue(items_file)  # checked strictly: file, row and column on any defect
@@ -76,6 +78,7 @@ def add_items(index_dir: str | Path, items_file: str | Path, signing_key: Privat
         model_config=config,
         info=info,
         signing_key=key,
+        index_type=index_type,
     )
 
 

@@ -5,8 +5,12 @@
   searched with a selective filter wanders far and can return fewer than k, and scanning 20k rows is
   a few milliseconds.
 - More rows left: the index's search restricted to them by a FAISS ID selector (for HNSW, with the
-  published efSearch: SearchParametersHNSW would otherwise use FAISS' default 16); if it still finds
-  fewer than it should, the exact scan.
+  published efSearch: SearchParametersHNSW would otherwise use FAISS' default 16; for IVF, the published
+  nprobe); if it still finds fewer than it should, the exact scan.
+
+A compressed index (IVF-PQ, shared/artifact.py) scores with approximate codes: it is asked for
+`rerank` × as many candidates, which are re-scored exactly from the published rows and cut to the best,
+so every score returned is the exact u·v + β·τ·b, whatever the index.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ def top_rows(
     k: int,
     banned: Iterable[int] = (),
     allowed: np.ndarray | None = None,
+    rerank: int = 1,
 ) -> list[tuple[int, float]]:
     """(row, score) of the best k rows for `query` ([1, d + 1] float32), best first, none banned and all
-    `allowed` (a boolean mask; None: every row)."""
+    `allowed` (a boolean mask; None: every row); `rerank` > 1: the index's candidates re-scored exactly."""
     banned = set(banned)
     n = index.ntotal
     if allowed is None and len(banned) <= BANS_IN_SEARCH:
-        found = _search(index, query, min(k + len(banned), n))
+        found = _search(index, rows, query, min(k + len(banned), n), rerank=rerank)
         found = [(row, score) for row, score in found if row not in banned][:k]
         if len(found) == min(k, n - len(banned)):
             return found
@@ -58,24 +63,37 @@ def top_rows(
     if left == 0:
         return []
     if left > EXACT_MAX:
-        found = _search(index, query, min(k, left), mask)
+        found = _search(index, rows, query, min(k, left), mask, rerank)
         if len(found) == min(k, left):
             return found
     return _exact(rows, query, k, np.flatnonzero(mask))
 
 
-def _search(index: faiss.Index, query: np.ndarray, want: int, mask: np.ndarray | None = None) -> list:
+def _search(
+    index: faiss.Index,
+    rows: np.ndarray,
+    query: np.ndarray,
+    want: int,
+    mask: np.ndarray | None = None,
+    rerank: int = 1,
+) -> list[tuple[int, float]]:
+    fetch = min(want * rerank, index.ntotal)
     params = None
     if mask is not None:
         bits = np.packbits(mask, bitorder="little")  # FAISS' bitmap: bit i & 7 of byte i >> 3
         selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
         if isinstance(index, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(index.hnsw.efSearch, want))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(index.hnsw.efSearch, fetch))
+        elif isinstance(index, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
         else:
             params = faiss.SearchParameters(sel=selector)
     with one_thread():
-        scores, found = index.search(query, want, params=params)
-    return [(int(r), float(s)) for s, r in zip(scores[0], found[0], strict=True) if r >= 0]
+        scores, found = index.search(query, fetch, params=params)
+    if rerank == 1:
+        return [(int(r), float(s)) for s, r in zip(scores[0], found[0], strict=True) if r >= 0]
+    candidates = found[0][found[0] >= 0]
+    return _exact(rows, query, want, candidates)
 
 
 def _exact(rows: np.ndarray, query: np.ndarray, k: int, candidates: np.ndarray) -> list[tuple[int, float]]:

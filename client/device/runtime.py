@@ -25,6 +25,13 @@ from client.device.filters import FilterColumns, Filters
 from client.device.intent import ITEM, Intent
 from client.device.items import ItemTable, Recommendation
 from client.device.query import query_intent
+from client.device.query_encoder import (
+    QUERY_ENCODERS,
+    Agreement,
+    agreement,
+    compressed_encoder,
+    sample_queries,
+)
 from client.device.ranking import index_rows, top_rows
 from client.device.tower import UserTower
 from client.device.trust import accept_round, default_state_dir
@@ -59,11 +66,21 @@ def check_share(name: str, value: float) -> None:
 
 class Device:
     def __init__(
-        self, artifact_dir: str | Path, *, publisher_key: PublicKeyLike, state_dir: str | Path | None = None
+        self,
+        artifact_dir: str | Path,
+        *,
+        publisher_key: PublicKeyLike,
+        state_dir: str | Path | None = None,
+        query_encoder: str = "fp32",
     ) -> None:
         """Verify and load a published folder (or the LATEST one of a publication root) signed by the pinned
         `publisher_key` (a key or a public key PEM path), refusing a round older than the newest this
-        device accepted (recorded in `state_dir`, default ~/.fedrec/device); no model yet."""
+        device accepted (recorded in `state_dir`, default ~/.fedrec/device); no model yet.
+
+        `query_encoder` ("fp32", "bf16", "int8"): the precision search encodes queries in; a compressed
+        one is checked against fp32 at the first search and used only where it agrees (query_encoder.py)."""
+        if query_encoder not in QUERY_ENCODERS:
+            raise ValueError(f"query_encoder must be one of {list(QUERY_ENCODERS)}, got {query_encoder!r}")
         path = Path(artifact_dir)
         folder = latest(path) if os.path.lexists(path / LATEST_FILE) else path
         self.artifact: Artifact = load_artifact(folder, public_key=publisher_key)
@@ -71,10 +88,15 @@ class Device:
         self.position = {item_id: row for row, item_id in enumerate(self.artifact.item_ids)}
         self.items = ItemTable(self.artifact.items)
         self.filter_columns = FilterColumns(self.artifact.items)
-        self.rows = index_rows(self.artifact.index)  # [N, d + 1], a view of the index: no copy
+        # [N, d + 1], no copy: the exact rows beside a compressed index, else a view of the index's own
+        self.rows = self.artifact.rows if self.artifact.rows is not None else index_rows(self.artifact.index)
         self.vectors = self.rows[:, :HIDDEN_SIZE]  # the item vectors, without the popularity column
         self._model: Recommender | None = None
         self._tower: UserTower | None = None
+        self.query_encoder = query_encoder  # asked for; `query_encoder_used` is what runs, once known
+        self.query_encoder_used: str | None = "fp32" if query_encoder == "fp32" else None
+        self.query_agreement: Agreement | None = None
+        self._query_module = None
 
     # ------------------------------------------------------------------ what is built on first use
     def model(self) -> Recommender:
@@ -92,6 +114,37 @@ class Device:
             config = ModelConfig.from_dict(self.artifact.model_config)
             self._tower = UserTower(config, self.artifact.trainable_state)
         return self._tower
+
+    def query_intent(self, query: str) -> Intent:
+        """A query's row in parts (query.py), by the query encoder this device runs."""
+        model = self.model()
+        if self.query_encoder_used is None:  # first search with a compressed encoder asked for
+            self._choose_query_encoder(model)
+        return query_intent(model, query, self._query_module)
+
+    def _choose_query_encoder(self, model: Recommender) -> None:
+        """Build the compressed encoder and keep it only if it agrees with fp32 on catalogue titles."""
+        fast = compressed_encoder(model.encoder, self.query_encoder)
+        queries = sample_queries(list(self.items.titles))
+        full = np.vstack([query_intent(model, q).row() for q in queries])
+        quick = np.vstack([query_intent(model, q, fast).row() for q in queries])
+        self.query_agreement = agreement(full, quick, self.rows)
+        if self.query_agreement.holds:
+            self._query_module, self.query_encoder_used = fast, self.query_encoder
+        else:
+            self.query_encoder_used = "fp32"
+
+    @property
+    def query_encoder_note(self) -> str:
+        """What search encodes queries with, and why (for a CLI or API to show)."""
+        a = self.query_agreement
+        if a is None:
+            return f"query encoder {self.query_encoder_used or self.query_encoder + ' (not yet checked)'}"
+        verdict = "used" if a.holds else "refused, fp32 used instead"
+        return (
+            f"query encoder {self.query_encoder} {verdict}: cosine to fp32 min {a.cosine_min:.4f} "
+            f"(mean {a.cosine_mean:.4f}), top-10 overlap {a.overlap_at_10:.3f} on {a.queries} titles"
+        )
 
     # ------------------------------------------------------------------ items
     def unknown(self, item_ids: Iterable[str]) -> list[str]:
@@ -161,7 +214,7 @@ class Device:
         check_k(k)
         check_share("personalize", personalize)
         query, _ = clean_query(query)
-        intent = query_intent(self.model(), query)
+        intent = self.query_intent(query)
         if personalize > 0:
             if not history:
                 raise ValueError("personalized search needs a history")
@@ -237,7 +290,9 @@ class Device:
         if mask is not None and not mask.any():
             raise ValueError(f"no published item matches the filters ({(filters or Filters()).describe()})")
         want = min(CANDIDATES_PER_RESULT * k, len(self.rows)) if diversity > 0 else k
-        found = top_rows(self.artifact.index, self.rows, intent.row(), want, banned, mask)
+        found = top_rows(
+            self.artifact.index, self.rows, intent.row(), want, banned, mask, self.artifact.rerank
+        )
         if diversity > 0 and found:
             vectors = self.vectors[[row for row, _ in found]]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -24,7 +24,6 @@ import numpy as np
 from client.device.filters import Filters
 from client.device.intent import ITEM, QUERY, Intent
 from client.device.items import Recommendation
-from client.device.query import query_intent
 from client.device.runtime import check_k, check_share, clean_query
 from shared.schema import EVENT_TYPES
 
@@ -113,7 +112,7 @@ class Session:
         """Search (personalized by the session so far when `personalize` > 0), then record the query."""
         check_share("personalize", personalize)
         query, _ = clean_query(query)
-        intent = query_intent(self.device.model(), query)
+        intent = self.device.query_intent(query)
         searched = intent
         if personalize > 0 and self._entries:
             intent = intent.scaled(1 - personalize).plus(self._profile().scaled(personalize))
@@ -136,7 +135,7 @@ class Session:
 
     def _query(self, query: str) -> None:
         query, _ = clean_query(query)
-        vector = query_intent(self.device.model(), query).parts.sum(axis=0)
+        vector = self.device.query_intent(query).parts.sum(axis=0)
         self._remember((QUERY, query), vector, (QUERY, query, query), EVENT_STRENGTH["search"])
 
     def _profile(self) -> Intent:

@@ -6,6 +6,11 @@ linear, so the user vector is a sum of one part per history item (intent.py), wh
 explanations exact. A recommendation after an event then costs tens of microseconds here, instead of a
 torch call (and, on first use, loading MiniLM: ~1 s). tests/test_device_session.py checks it against
 `Recommender.user_vectors`.
+
+A model with a sequence residual (shared/model.py `SequenceResidual`: order, which no per-item sum can
+express) adds one more part, the residual itself, computed by the model's own module (torch, a few
+hundred microseconds for 20 items, no MiniLM). It counts in every score and is never named as a reason:
+what it adds belongs to the order of the history, not to one item.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import numpy as np
 import torch
 
 from client.device.intent import Intent
-from shared.model import ModelConfig
+from shared.model import ModelConfig, SequenceResidual
 
 HEAD = ("user_head.0.weight", "user_head.1.weight")  # the published head: [r, d] then [d, r]
+SEQUENCE = "sequence."  # the published sequence residual's tensors
+ORDER = ("", "", "the order of your history")  # the sequence residual's part: counted, never a reason
 
 
 class UserTower:
@@ -27,6 +34,11 @@ class UserTower:
         self.recency, self.length = config.recency, config.history_length
         self.down = state[HEAD[0]].float().numpy().T.copy()  # [d, r]
         self.up = state[HEAD[1]].float().numpy().T.copy()  # [r, d]
+        self.sequence: SequenceResidual | None = None
+        if config.sequence_layers:
+            sequence = {k[len(SEQUENCE) :]: v for k, v in state.items() if k.startswith(SEQUENCE)}
+            self.sequence = SequenceResidual(config).eval()
+            self.sequence.load_state_dict(sequence)  # strict: a missing or extra tensor is an error
 
     def intent(
         self,
@@ -46,5 +58,10 @@ class UserTower:
             weights = weights * np.asarray(strengths, dtype=np.float32)[keep]
         weights = weights / weights.sum()
         parts = weights[:, None] * (vectors + (vectors @ self.down) @ self.up)
+        labels = tuple(labels)
+        if self.sequence is not None:
+            with torch.no_grad():
+                order = self.sequence(torch.from_numpy(vectors), torch.ones(len(vectors), dtype=torch.bool))
+            parts, labels = np.vstack([parts, order.numpy()[None]]), labels + (ORDER,)
         norm = max(float(np.linalg.norm(parts.sum(axis=0))), 1e-12)
-        return Intent(parts / norm, tuple(labels), 1.0)
+        return Intent(parts / norm, labels, 1.0)
