@@ -61,7 +61,9 @@ def test_device_index_is_approximate_and_measured_against_exact(report):
 
 
 def test_exact_index_has_recall_one(bench, report, tmp_path):
-    exact = replace(TINY, flat_max_items=TINY.index_items, index_queries=10, search_queries=3)
+    exact = replace(
+        TINY, flat_max_items=TINY.index_items, index_type=None, index_queries=10, search_queries=3
+    )
     dev = bench_device(Bench(sizes=exact, work=tmp_path, cache=bench.cache))  # same shop and model
     assert dev["index_type"] == "IndexFlatIP"
     for call in ("recommend", "search"):
