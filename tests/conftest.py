@@ -72,3 +72,44 @@ def task_identity():
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
     yield
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+def catalogue_frame():
+    """TEXTS as a catalogue table ("title. brand. category"), item ids i0, i1, ...: what `publish` takes."""
+    import pandas as pd
+
+    names = [t.split(". ") for t in TEXTS]
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(len(TEXTS))],
+            "title": [n[0] for n in names],
+            "brand": [n[1] for n in names],
+            "category": [n[2] for n in names],
+            "price": 1.0,
+            "description": "",
+        }
+    )
+
+
+def clipped_gradient_sum(model, examples, catalogue, max_grad_norm: float):
+    """Σ over examples of each one's own autograd gradient (all trained tensors), clipped to
+    `max_grad_norm` as Opacus clips: what a DP step's sum must be, computed the slow, obvious way.
+    Returns (name -> summed tensor, how many examples the bound clipped)."""
+    import math
+
+    import torch
+
+    from client.train import example_loss
+
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    total = {k: torch.zeros_like(p) for k, p in params.items()}
+    clipped = 0
+    for example in examples:
+        batch = [x[None] for x in example]
+        grads = torch.autograd.grad(example_loss(model, *batch, catalogue), list(params.values()))
+        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+        clipped += norm > max_grad_norm
+        factor = min(1.0, max_grad_norm / (norm + 1e-6))
+        for k, g in zip(params, grads, strict=True):
+            total[k] += factor * g
+    return total, clipped

@@ -15,11 +15,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TEXTS  # tests/ is on sys.path under pytest
+from conftest import TEXTS, clipped_gradient_sum  # tests/ is on sys.path under pytest
 
 from client import randomness
 from client.policy import PartnerPolicy, Refusal, federation_view, terms
-from client.train import TrainSettings, UserExamples, catalogue_tokens, example_loss, federation_share
+from client.train import TrainSettings, UserExamples, catalogue_tokens, federation_share
 from server.federation import ServerStep, TooFewShares
 from shared.config import RunConfig
 from shared.federation import AGGREGATE, SHARE, FederationConfigError, federation_noise
@@ -61,18 +61,8 @@ def test_share_is_the_clipped_per_user_sum_over_the_public_scale(
     # the same by hand: each user's own gradient, clipped to C over all trained tensors, summed, scaled
     data = UserExamples(model, users, vectors, catalogue_tokens(model, TEXTS), settings,
                         draws=np.random.SeedSequence(0))  # fmt: skip
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    total = {k: torch.zeros_like(p) for k, p in params.items()}
-    catalogue = torch.from_numpy(vectors)
-    clipped = 0
-    for i in range(len(data)):
-        batch = [x[None] for x in data[i]]
-        grads = torch.autograd.grad(example_loss(model, *batch, catalogue), list(params.values()))
-        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
-        clipped += norm > settings.max_grad_norm
-        factor = min(1.0, settings.max_grad_norm / (norm + 1e-6))
-        for k, g in zip(params, grads, strict=True):
-            total[k] += factor * g
+    examples = (data[i] for i in range(len(data)))
+    total, clipped = clipped_gradient_sum(model, examples, torch.from_numpy(vectors), settings.max_grad_norm)
     assert clipped > 0  # the bound binds: clipping is really tested
     for k in total:
         torch.testing.assert_close(share[k], total[k] / scale, atol=2e-6, rtol=1e-4)

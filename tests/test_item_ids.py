@@ -77,30 +77,19 @@ def test_frozen_text_tower_trains_head_bias_and_id_rows_under_dp(
 
 def test_published_index_and_device_rank_as_the_model_does(tmp_path, tiny_id_model, histories):
     """server.publish writes v + e·P rows; a device pooling its history from them scores as the model does."""
-    import pandas as pd
 
     from client.device import Device
     from server.publish import publish
     from shared.schema import item_texts
     from shared.signing import generate_key
-    from tests.conftest import TEXTS
+    from tests.conftest import catalogue_frame
 
     model = copy.deepcopy(tiny_id_model)
     with torch.no_grad():
         model.item_ids.weight.normal_(0, 0.3)
         model.item_bias.weight.normal_(0, 1.0)
     model.eval()
-    names = [t.split(". ") for t in TEXTS]
-    catalogue = pd.DataFrame(
-        {
-            "item_id": [f"i{i}" for i in range(len(TEXTS))],
-            "title": [n[0] for n in names],
-            "brand": [n[1] for n in names],
-            "category": [n[2] for n in names],
-            "price": 1.0,
-            "description": "",
-        }
-    )
+    catalogue = catalogue_frame()
     key = generate_key()
     root = publish(
         model, catalogue, tmp_path / "index", server_round=1, info={"private": False}, signing_key=key

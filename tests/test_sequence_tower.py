@@ -4,16 +4,15 @@ scored in training as the index and the device serve it, and published in an art
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import TEXTS  # tests/ is on sys.path under pytest
+from conftest import TEXTS, catalogue_frame, clipped_gradient_sum  # tests/ is on sys.path under pytest
 
 from client import randomness
 from client.device.tower import ORDER, UserTower
-from client.train import TrainSettings, UserExamples, catalogue_tokens, example_loss, federation_share
+from client.train import TrainSettings, UserExamples, catalogue_tokens, federation_share
 from shared.model import ModelConfig, Recommender, param_group
 
 SEQ = {"n_items": len(TEXTS), "item_id_rank": 4, "lora_rank": 0, "sequence_layers": 2, "sequence_dim": 16}
@@ -99,18 +98,9 @@ def test_opacus_per_user_gradients_of_the_residual_are_exact(seq_model, tiny_cat
     share = {k: start[k] - v for k, v in model.trainable_state().items()}
     model.load_trainable_state(start)
 
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    total = {k: torch.zeros_like(p) for k, p in params.items()}
-    catalogue, clipped = torch.from_numpy(vectors), 0
     data = UserExamples(model, users, vectors, tokens, settings, draws=np.random.SeedSequence(0))
-    for example in (data[i] for i in range(len(data))):
-        batch = [x[None] for x in example]
-        grads = torch.autograd.grad(example_loss(model, *batch, catalogue), list(params.values()))
-        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
-        clipped += norm > settings.max_grad_norm
-        factor = min(1.0, settings.max_grad_norm / (norm + 1e-6))
-        for k, g in zip(params, grads, strict=True):
-            total[k] += factor * g
+    examples = (data[i] for i in range(len(data)))
+    total, clipped = clipped_gradient_sum(model, examples, torch.from_numpy(vectors), settings.max_grad_norm)
     assert clipped > 0
     assert float(total["sequence.blocks.0.qkv.weight"].abs().max()) > 0  # the attention really trains
     for k in total:
@@ -118,7 +108,6 @@ def test_opacus_per_user_gradients_of_the_residual_are_exact(seq_model, tiny_cat
 
 
 def test_published_sequence_model_ranks_on_the_device_as_the_model_does(tmp_path, seq_model, histories):
-    import pandas as pd
     from test_artifact import forge  # tests/ is on sys.path under pytest
 
     from client.device import Device
@@ -128,17 +117,7 @@ def test_published_sequence_model_ranks_on_the_device_as_the_model_does(tmp_path
     from shared.signing import generate_key
 
     model = _trained(seq_model, seed=2).eval()
-    names = [t.split(". ") for t in TEXTS]
-    catalogue = pd.DataFrame(
-        {
-            "item_id": [f"i{i}" for i in range(len(TEXTS))],
-            "title": [n[0] for n in names],
-            "brand": [n[1] for n in names],
-            "category": [n[2] for n in names],
-            "price": 1.0,
-            "description": "",
-        }
-    )
+    catalogue = catalogue_frame()
     key = generate_key()
     root = publish(
         model, catalogue, tmp_path / "index", server_round=1, info={"private": False}, signing_key=key
