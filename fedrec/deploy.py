@@ -10,6 +10,8 @@ Flower does the federation; this module only saves the operator the error-prone 
   PATH (flwr starts `flower-superlink` by name), then a bounded wait on the run's status: a run that
   stays "pending" (a known Flower failure mode) or fails ends with a clear message and a non-zero exit,
   where `flwr run` alone exits 0.
+- `register_node`, `wait_until_offline`: a crashed SuperNode comes back only once the SuperLink counts
+  it offline (up to 60 s after its last heartbeat); restarted sooner it is refused and exits.
 """
 
 from __future__ import annotations
@@ -186,6 +188,43 @@ def wait_for_run(
 def run_logs(run_id: int, connection: str | None, env: dict[str, str], timeout: float = 60) -> str:
     """The run's logs as the SuperLink kept them (`flwr log --show`)."""
     return flwr(["log", str(run_id), *([connection] if connection else []), "--show"], env, timeout)
+
+
+def register_node(
+    public_key: str | Path, connection: str | None, env: dict[str, str], timeout: float = 60
+) -> int:
+    """Put a SuperNode's public key on the SuperLink's allow-list (`flwr supernode register`); its node ID."""
+    where = [connection] if connection else []
+    args = ["supernode", "register", str(public_key), *where, "--format", "json"]
+    return int(_json(flwr(args, env, timeout))["node-id"])
+
+
+def node_status(node_id: int, connection: str | None, env: dict[str, str], timeout: float = 30) -> str | None:
+    """The SuperNode's status as the SuperLink says it (`flwr supernode ls`): online, offline, ...; None:
+    not listed."""
+    args = ["supernode", "ls", *([connection] if connection else []), "--format", "json"]
+    nodes = _json(flwr(args, env, timeout))["nodes"]
+    return next((n["status"] for n in nodes if int(n["node-id"]) == node_id), None)
+
+
+def wait_until_offline(
+    node_id: int, connection: str | None, env: dict[str, str], timeout: float = 150, poll: float = 2.0
+) -> None:
+    """Wait, bounded, until the SuperLink counts a crashed SuperNode offline, so that it may come back.
+
+    Flower 1.41's SuperLink activates a node only from "registered" or "offline"
+    (`server/superlink/linkstate/in_memory_linkstate.py`, `activate_node`), and a crashed node stays
+    "online" until its last heartbeat's deadline: 2 x 30 s (`HEARTBEAT_PATIENCE` x
+    `HEARTBEAT_DEFAULT_INTERVAL`, fixed, no flag). A SuperNode restarted before then is refused with
+    412 "could not be activated", which it does not retry: it exits at once.
+    """
+    deadline = time.monotonic() + timeout
+    while (status := node_status(node_id, connection, env)) == "online":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SuperNode {node_id} still online after {timeout:.0f} s")
+        time.sleep(poll)
+    if status != "offline":
+        raise RuntimeError(f"SuperNode {node_id} is {status or 'not registered'}, not offline")
 
 
 def _stop(run_id: int, connection: str | None, env: dict[str, str]) -> None:

@@ -32,9 +32,11 @@ from fedrec.deploy import (
     flwr,
     make_certs,
     make_keys,
+    register_node,
     run_logs,
     start_run,
     wait_for_run,
+    wait_until_offline,
 )
 from server.checkpoint import CHECKPOINT_NAME
 from shared.artifact import load_artifact
@@ -53,6 +55,7 @@ POPULATION = 50  # each partner's declared bound
 # stages would each start a ClientApp process on every SuperNode, every round)
 TINY = 'num-server-rounds=2 local-steps=1 batch-size=16 history-length=8 dp-mode="partner"'
 TINY += " secure-aggregation=false"
+THREE_ROUNDS = TINY.replace("num-server-rounds=2", "num-server-rounds=3")
 
 BIN = Path(sys.executable).parent
 
@@ -340,18 +343,20 @@ def test_flwr_run_as_shipped_trains_on_the_embedded_shop(tmp_path):
     print(f"flwr run . (embedded shop, 2 SuperNodes, 1 round): {took:.0f} s")
 
 
-def test_a_supernode_killed_mid_round_does_not_stop_the_run(federation):
-    """Three SuperNodes, two needed: one killed (SIGKILL) while it trains round 1, its release reserved in
-    its ledger; the SuperLink reports it unavailable once its heartbeats stop, the two others finish."""
+def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
+    """Three SuperNodes, two needed, three rounds: one killed (SIGKILL) while it trains round 1, its release
+    reserved in its ledger; the SuperLink reports it unavailable once its heartbeats stop, the two others
+    go on. Restarted at once it is refused (the SuperLink still counts it online); restarted with the same
+    key and state folder once the SuperLink counts it offline, it trains the later rounds, and its ledger
+    shows each round it trained once."""
     fed = federation
     started = time.monotonic()
     _superlink(fed)
-    for index in range(PARTNERS):
-        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
+    ids = [register_node(fed["keys"][i][1], "fedrec", fed["env"]) for i in range(PARTNERS)]
     nodes = [_supernode(fed, index, key=index) for index in range(PARTNERS)]
 
     run_dir = fed["tmp"] / "server-run"
-    config = f'{TINY} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    config = f'{THREE_ROUNDS} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
     run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
     victim = fed["partners"][2] / "state" / LEDGER_NAME
     deadline = time.monotonic() + 240
@@ -362,18 +367,28 @@ def test_a_supernode_killed_mid_round_does_not_stop_the_run(federation):
     _signal(crashed, signal.SIGKILL)  # a crash: no goodbye to the SuperLink, only missing heartbeats
     nodes[2].wait(timeout=10)
 
+    # its last heartbeat (every ~24 s) holds it online for 60 s: restarted now, it is refused and exits
+    too_soon = _supernode(fed, 2, key=2)
+    assert _refused(too_soon, within=60) != 0
+    refusal = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
+    assert "[code: 2004] Failed to activate SuperNode" in refusal  # not retried: exit code 305
+    wait_until_offline(ids[2], "fedrec", fed["env"], timeout=150)
+    assert _checkpointed(run_dir) <= 2, "the run ended before partner-2 could come back"
+    _supernode(fed, 2, key=2)  # the same key, the same node-config and state folder
+
     assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
     record = RunRecord.load(run_dir / RUN_RECORD)
-    assert [r.round for r in record.rounds] == [1, 2]
-    assert "partner-2" not in record.rounds[1].epsilon  # gone for round 2
+    assert [r.round for r in record.rounds] == [1, 2, 3]
     for partner in fed["partners"][:2]:
-        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2]
-    assert [r.round for r in Ledger(victim).releases()] == [1]  # its reserved release stays on its ledger
-    assert record.artifact_path(run_dir).name == "v0002"
-    print(f"deployment with a SuperNode killed mid-round: {time.monotonic() - started:.0f} s")
-
-
-THREE_ROUNDS = TINY.replace("num-server-rounds=2", "num-server-rounds=3")
+        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2, 3]
+    releases = Ledger(victim).releases()
+    rounds = [r.round for r in releases]
+    assert all(r.run == str(run_id) for r in releases)  # one training, its ledger intact across the crash
+    assert rounds[0] == 1 and rounds == sorted(set(rounds))  # round 1 reserved, then each round once
+    assert rounds[1:] and rounds[-1] == 3, f"partner-2 did not rejoin: its ledger has rounds {rounds}"
+    assert [r.round for r in record.rounds[1:] if "partner-2" in r.epsilon] == rounds[1:]
+    assert record.artifact_path(run_dir).name == "v0003"
+    print(f"deployment with a SuperNode killed mid-round and rejoining: {time.monotonic() - started:.0f} s")
 
 
 def _register_and_start(fed, count: int) -> list[subprocess.Popen]:
