@@ -344,11 +344,11 @@ def test_flwr_run_as_shipped_trains_on_the_embedded_shop(tmp_path):
 
 
 def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
-    """Three SuperNodes, two needed, three rounds: one killed (SIGKILL) while it trains round 1, its release
-    reserved in its ledger; the SuperLink reports it unavailable once its heartbeats stop, the two others
-    go on. Restarted at once it is refused (the SuperLink still counts it online); restarted with the same
-    key and state folder once the SuperLink counts it offline, it trains the later rounds, and its ledger
-    shows each round it trained once."""
+    """Three SuperNodes, two needed, four rounds (a slow restart still finds a round to rejoin): one killed
+    (SIGKILL) while it trains round 1, its release reserved in its ledger; the SuperLink reports it
+    unavailable once its heartbeats stop, the two others go on. Restarted at once it is refused (the
+    SuperLink still counts it online); restarted with the same key and state folder once the SuperLink
+    counts it offline, it trains the later rounds, and its ledger shows each round it trained once."""
     fed = federation
     started = time.monotonic()
     _superlink(fed)
@@ -356,7 +356,8 @@ def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
     nodes = [_supernode(fed, index, key=index) for index in range(PARTNERS)]
 
     run_dir = fed["tmp"] / "server-run"
-    config = f'{THREE_ROUNDS} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    rejoin_rounds = TINY.replace("num-server-rounds=2", "num-server-rounds=4")
+    config = f'{rejoin_rounds} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
     run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
     victim = fed["partners"][2] / "state" / LEDGER_NAME
     deadline = time.monotonic() + 240
@@ -373,21 +374,21 @@ def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
     refusal = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
     assert "[code: 2004] Failed to activate SuperNode" in refusal  # not retried: exit code 305
     wait_until_offline(ids[2], "fedrec", fed["env"], timeout=150)
-    assert _checkpointed(run_dir) <= 2, "the run ended before partner-2 could come back"
+    assert _checkpointed(run_dir) <= 3, "the run ended before partner-2 could come back"
     _supernode(fed, 2, key=2)  # the same key, the same node-config and state folder
 
     assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
     record = RunRecord.load(run_dir / RUN_RECORD)
-    assert [r.round for r in record.rounds] == [1, 2, 3]
+    assert [r.round for r in record.rounds] == [1, 2, 3, 4]
     for partner in fed["partners"][:2]:
-        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2, 3]
+        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2, 3, 4]
     releases = Ledger(victim).releases()
     rounds = [r.round for r in releases]
     assert all(r.run == str(run_id) for r in releases)  # one training, its ledger intact across the crash
     assert rounds[0] == 1 and rounds == sorted(set(rounds))  # round 1 reserved, then each round once
-    assert rounds[1:] and rounds[-1] == 3, f"partner-2 did not rejoin: its ledger has rounds {rounds}"
+    assert rounds[1:] and rounds[-1] == 4, f"partner-2 did not rejoin: its ledger has rounds {rounds}"
     assert [r.round for r in record.rounds[1:] if "partner-2" in r.epsilon] == rounds[1:]
-    assert record.artifact_path(run_dir).name == "v0003"
+    assert record.artifact_path(run_dir).name == "v0004"
     print(f"deployment with a SuperNode killed mid-round and rejoining: {time.monotonic() - started:.0f} s")
 
 
