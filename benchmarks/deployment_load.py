@@ -282,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         peak = max(peak, result["peak_rss_per_supernode_gb"] * GB)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "deployment_load.json", {"results": results, "skipped": skipped})
+    saved = args.out / "deployment_load.json"
+    if saved.exists():  # keep the sizes measured before and not run now
+        earlier = json.loads(saved.read_text())["results"]
+        results = sorted(
+            [r for r in earlier if r["nodes"] not in args.nodes] + results, key=lambda r: r["nodes"]
+        )
+    write_json(saved, {"results": results, "skipped": skipped})
     (args.out / "deployment_load.md").write_text(_markdown(results, skipped))
     return 0
 
