@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import FedAvg, FedTrimmedAvg, Krum, Strategy
 from flwr.supercore import log
 
 from server.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError, file_sha256
@@ -187,15 +187,7 @@ def run_federation(
         if 0 in central and done == 0:
             history[0] = _history(None, None, central[0], book, 0)
     else:
-        fedavg = FedAvg(
-            fraction_train=cfg.fraction_train,
-            # a private run's clients release no per-client metrics: evaluation is central (simulation)
-            fraction_evaluate=0.0 if cfg.private else 1.0,
-            min_train_nodes=cfg.min_clients if client_dp or federation else 1,
-            min_evaluate_nodes=0 if cfg.private else 1,
-            min_available_nodes=cfg.min_clients,
-            weighted_by_key=WEIGHT,  # equal, public weights: FedAvg by counts would need a DP count
-        )
+        fedavg = aggregation_strategy(cfg, bool(client_dp or federation))
         aggregator = client_dp.wrap(fedavg) if client_dp else fedavg
         step = FederationStep(aggregator, federation) if federation else None
         book = AdapterGuard(
@@ -361,6 +353,25 @@ def _resume_point(
             " a model that could not be published: use a new run-dir"
         )
     return resumed
+
+
+def aggregation_strategy(cfg: RunConfig, noised_aggregate: bool) -> FedAvg:
+    """Flower's FedAvg, or with `robust-aggregation` its trimmed mean or Krum (RunConfig allows those only
+    where the server sees each update and no noise is calibrated on the mean)."""
+    common = {
+        "fraction_train": cfg.fraction_train,
+        # a private run's clients release no per-client metrics: evaluation is central (simulation)
+        "fraction_evaluate": 0.0 if cfg.private else 1.0,
+        "min_train_nodes": cfg.min_clients if noised_aggregate else 1,
+        "min_evaluate_nodes": 0 if cfg.private else 1,
+        "min_available_nodes": cfg.min_clients,
+        "weighted_by_key": WEIGHT,  # equal, public weights: FedAvg by counts would need a DP count
+    }
+    if cfg.robust_aggregation == "trimmed-mean":
+        return FedTrimmedAvg(beta=cfg.trim_fraction, **common)
+    if cfg.robust_aggregation == "krum":
+        return Krum(num_malicious_nodes=cfg.malicious_clients, **common)
+    return FedAvg(**common)
 
 
 def _client_level_epsilon(client_dp: ClientLevelDP | None, server_round: int) -> float | None:

@@ -58,6 +58,7 @@ NO_CAP = Range(low=0, note="0 = no cap")
 
 
 DP_MODES = ("partner", "federation")
+ROBUST_AGGREGATIONS = ("none", "trimmed-mean", "krum")
 LOCAL_PATH_KEYS = ("run-dir", "catalogue", "central-eval")  # where files are on one machine, not settings
 
 
@@ -104,6 +105,12 @@ class RunConfig:
     # still needs min-clients replies, and federation mode its noise shares)
     round_timeout: float = ranged(600.0, POSITIVE)
     secure_aggregation: bool = True  # Flower SecAgg+: the server only ever sees the sum of the updates
+    # for federations that fear poisoning, where the server sees each update (partner mode, no SecAgg+, no
+    # client-level DP): "trimmed-mean" (Flower's FedTrimmedAvg, `trim-fraction` cut at each end) or "krum"
+    # (Flower's Krum, at most `malicious-clients` poisoners); "none" = FedAvg
+    robust_aggregation: str = "none"
+    trim_fraction: float = ranged(0.2, Range(0, 0.5, open_high=True))
+    malicious_clients: int = ranged(1, AT_LEAST_0)
     # "partner": each partner runs DP-SGD over its own users (local steps, its own σ and q). "federation":
     # user-level DP-FedAvg: each round is one noisy step over users Poisson-sampled at one federation-wide
     # rate; each client adds a secret noise share σ·C/√min-clients, the server takes an Adam step
@@ -151,6 +158,19 @@ class RunConfig:
             raise ValueError(
                 "run-config 'dp-mode' = federation with 'client-noise-multiplier' > 0: choose one;"
                 " federation mode already adds its noise to the aggregate"
+            )
+        if self.robust_aggregation not in ROBUST_AGGREGATIONS:
+            raise ValueError(
+                f"run-config 'robust-aggregation': one of {', '.join(ROBUST_AGGREGATIONS)},"
+                f" not {self.robust_aggregation!r}"
+            )
+        if self.robust_aggregation != "none" and (
+            self.federation_dp or self.secure_aggregation or self.client_level_dp
+        ):
+            raise ValueError(
+                "run-config 'robust-aggregation' needs dp-mode=partner, secure-aggregation=false and no"
+                " client-level DP: it must see each update (SecAgg+ hides them), and a trimmed or selected"
+                " aggregate would void the noise calibration of federation mode and of client-level DP"
             )
         if self.client_clipping not in ("server", "client"):
             raise ValueError(f"run-config 'client-clipping': server or client, not {self.client_clipping!r}")
