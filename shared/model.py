@@ -109,11 +109,9 @@ class CausalBlock(nn.Module):
         if width % heads:
             raise ValueError(f"sequence_dim {width} is not a multiple of sequence_heads {heads}")
         self.heads = heads
-        self.attention_norm, self.qkv, self.proj = (
-            nn.LayerNorm(width),
-            nn.Linear(width, 3 * width),
-            nn.Linear(width, width),
-        )
+        self.attention_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
         self.mlp_norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
