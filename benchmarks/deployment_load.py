@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from fedrec.deploy import flower_env, flwr, make_certs, make_keys, start_run, wait_for_run
+from fedrec.processes import process_tree
 from server.checkpoint import CHECKPOINT_NAME
 from shared.durable import write_json
 from shared.embedded import iid_split
@@ -73,30 +74,9 @@ def _status(pid: int, field: str) -> int:
     return 0
 
 
-def _tree(root: int) -> list[int]:
-    """`root` and its descendants, by parent PID and by the `--parent-pid` a SuperExec names."""
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(proc.name))
-        if b"--parent-pid" in argv[:-1]:
-            children.setdefault(int(argv[argv.index(b"--parent-pid") + 1]), []).append(int(proc.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-    return found
-
-
 def _stop(roots: list[int]) -> None:
     """SIGTERM every started process tree by PID, SIGKILL what is left after 15 s."""
-    pids = {pid for root in roots for pid in _tree(root)}
+    pids = {pid for root in roots for pid in process_tree(root)}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -131,7 +111,7 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             for node in self.nodes:
-                pids = _tree(node)
+                pids = process_tree(node)
                 self.peak_tree[node] = max(self.peak_tree[node], sum(_status(p, "VmRSS") for p in pids))
                 self.peak_process[node] = max([self.peak_process[node], *(_status(p, "VmHWM") for p in pids)])
             try:

@@ -38,6 +38,7 @@ from fedrec.deploy import (
     wait_for_run,
     wait_until_offline,
 )
+from fedrec.processes import process_tree
 from server.checkpoint import CHECKPOINT_NAME
 from shared.artifact import load_artifact
 from shared.embedded import iid_split
@@ -72,36 +73,6 @@ def _listening(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def _children() -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-    """Each live process's children from /proc: by parent PID, and by the `--parent-pid` a SuperExec names
-    (a SuperExec whose SuperNode exited is reparented to init, but still names it)."""
-    by_ppid: dict[int, list[int]] = {}
-    by_argument: dict[int, list[int]] = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        by_ppid.setdefault(ppid, []).append(int(proc.name))
-        if b"--parent-pid" in argv[:-1]:
-            by_argument.setdefault(int(argv[argv.index(b"--parent-pid") + 1]), []).append(int(proc.name))
-    return by_ppid, by_argument
-
-
-def _tree(pid: int, alive: bool = True) -> list[int]:
-    """`pid` and all its descendants, parents first. For a process that has exited (its PID may be reused)
-    only what it left behind: the SuperExecs naming it, and theirs."""
-    by_ppid, by_argument = _children()
-    found, todo = [], list(by_argument.get(pid, [])) if not alive else [pid]
-    while todo:
-        current = todo.pop()
-        if current not in found:
-            found.append(current)
-            todo.extend(by_ppid.get(current, []) + by_argument.get(current, []))
-    return found
-
-
 def _started_at(pid: int) -> str | None:
     """The process's start time (field 22 of /proc/PID/stat): a PID reused later has another one."""
     try:
@@ -121,13 +92,13 @@ def _signal(pids: dict[int, str | None], sig: signal.Signals) -> None:
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each started process and its descendants by PID, then SIGKILL what is left after 15 s."""
-    pids = [pid for proc in procs for pid in _tree(proc.pid, alive=proc.poll() is None)]
+    pids = [pid for proc in procs for pid in process_tree(proc.pid, alive=proc.poll() is None)]
     _stop_pids(pids, procs)
 
 
 def _stop_pids(roots: list[int], procs: list[subprocess.Popen] = ()) -> None:
     """`_stop` for PIDs: the processes `roots` and their descendants (`procs`: those this test reaps)."""
-    pids = {pid: _started_at(pid) for root in set(roots) for pid in _tree(root)}
+    pids = {pid: _started_at(pid) for root in set(roots) for pid in process_tree(root)}
     _signal(pids, signal.SIGTERM)
     deadline = time.monotonic() + 15
     for proc in procs:
@@ -364,7 +335,7 @@ def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
     while not (victim.exists() and Ledger(victim).releases()):  # it has begun training round 1
         assert time.monotonic() < deadline, "partner-2 never started round 1"
         time.sleep(0.5)
-    crashed = {pid: _started_at(pid) for pid in _tree(nodes[2].pid)}  # SuperNode, SuperExec, ClientApp
+    crashed = {pid: _started_at(pid) for pid in process_tree(nodes[2].pid)}  # SuperNode, SuperExec, ClientApp
     _signal(crashed, signal.SIGKILL)  # a crash: no goodbye to the SuperLink, only missing heartbeats
     nodes[2].wait(timeout=10)
 
@@ -436,7 +407,7 @@ def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
     _wait_for(lambda: _checkpointed(run_dir) >= 1, 300, "round 1 checkpointed")
     serverapps = {
         pid: _started_at(pid)
-        for pid in _tree(superlink_pid)
+        for pid in process_tree(superlink_pid)
         if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes()
     }
     assert serverapps, "no ServerApp process found"
