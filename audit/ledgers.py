@@ -170,7 +170,9 @@ def _what_is_protected(clients: list[dict[str, Any]]) -> str:
             " trusts ('aggregate': a server that sees only the SecAgg+ sum of at least min-clients shares;"
             " 'share': a server that sees one share, or colludes with every other client, which is σ/√t)."
             f" The server's ledger ({fed['ledger']}) records the view the run offers:"
-            f" ε = {fed['epsilon_prv']:.3f} (PRV) at δ = {fed['delta']:g} over its aggregated rounds. A"
+            f" ε = {fed['epsilon_prv']:.3f} (PRV) at δ = {fed['delta']:g} over its aggregated rounds"
+            " (round 0, where a ledger has one, is the trending list's release: every user's votes, no"
+            " sampling, composed like any other). A"
             " shopper who is a customer of k partners is k users of the federation: group privacy bounds"
             " them at k·ε (with δ growing accordingly)."
         )

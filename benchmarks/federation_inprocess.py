@@ -52,7 +52,13 @@ def main() -> None:
     users = bench.train_view
     overrides = dict(pair.split("=", 1) for pair in args.run_config.split())
     cfg = RunConfig.from_flower(
-        {"federation-population": len(users.train), "min-clients": args.clients, **overrides}
+        # the training alone: no trending release here, so σ is calibrated on the rounds only
+        {
+            "federation-population": len(users.train),
+            "min-clients": args.clients,
+            "trending-items": 0,
+            **overrides,
+        }
     )
     noise = federation_noise(cfg)
     model = Recommender(cfg.model_config(bench.n_items))

@@ -332,6 +332,7 @@ def bench_dp_step(bench: Bench) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- 2. encoding
 def bench_encoding(bench: Bench) -> dict[str, Any]:
     """Titles/s of the server's publication path vs sentence-transformers on the same model and texts."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from shared.encoder import model_dir
@@ -351,12 +352,24 @@ def bench_encoding(bench: Bench) -> dict[str, Any]:
             texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
 
+    def bf16() -> None:  # the same path under bfloat16 autocast (AVX-512 BF16 on these cores)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out["bf16"] = catalogue_vectors(net, texts, None)
+
     net.encode_texts(texts[:64])  # warm-up, untimed: first calls pay one-off allocations
     reference.encode(texts[:64], batch_size=64, show_progress_bar=False)
-    times = interleaved({"fedrec": fedrec, "sentence_transformers": sentence_transformers}, s.encode_reps)
+    runs = {"fedrec": fedrec, "sentence_transformers": sentence_transformers, "bf16": bf16}
+    times = interleaved(runs, s.encode_reps)
     cosine = np.sum(out["fedrec"] * out["st"], axis=1) / (
         np.linalg.norm(out["fedrec"], axis=1) * np.linalg.norm(out["st"], axis=1)
     )
+    bf16_cosine = np.sum(out["bf16"] * out["fedrec"], axis=1) / (
+        np.linalg.norm(out["bf16"], axis=1) * np.linalg.norm(out["fedrec"], axis=1)
+    )
+    # does bf16 change which items are each item's 10 nearest (what recommend and similar rank by)?
+    exact = np.argsort(-(out["fedrec"] @ out["fedrec"].T), axis=1)[:, 1:11]
+    approx = np.argsort(-(out["bf16"] @ out["bf16"].T), axis=1)[:, 1:11]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
     lengths = net.tokenize(texts)[1].sum(dim=1).numpy()
     rates = {name: [len(texts) / t for t in ts] for name, ts in times.items()}
     return {
@@ -376,6 +389,15 @@ def bench_encoding(bench: Bench) -> dict[str, Any]:
             "median_titles_per_s": float(np.median(rates["sentence_transformers"])),
         },
         "ratio_fedrec_over_st": float(np.median(rates["fedrec"]) / np.median(rates["sentence_transformers"])),
+        "bf16": {
+            "path": "the same, under torch.autocast('cpu', dtype=torch.bfloat16)",
+            "seconds": times["bf16"],
+            "titles_per_s": rates["bf16"],
+            "median_titles_per_s": float(np.median(rates["bf16"])),
+            "ratio_over_st": float(np.median(rates["bf16"]) / np.median(rates["sentence_transformers"])),
+            "cosine_to_fp32": {"min": float(bf16_cosine.min()), "mean": float(bf16_cosine.mean())},
+            "neighbour_overlap_at_10": float(overlap),
+        },
         "cosine": {
             "min": float(cosine.min()),
             "p1": float(np.percentile(cosine, 1)),
@@ -910,6 +932,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {st['path']} | {st['median_titles_per_s']:.0f} | "
             + ", ".join(f"{x:.0f}" for x in st["titles_per_s"])
             + " |",
+            *(
+                [
+                    f"| fedrec, {e['bf16']['path']} | {e['bf16']['median_titles_per_s']:.0f} | "
+                    + ", ".join(f"{x:.0f}" for x in e["bf16"]["titles_per_s"])
+                    + " |"
+                ]
+                if "bf16" in e
+                else []
+            ),
             "",
             f"**fedrec / sentence-transformers throughput: {e['ratio_fedrec_over_st']:.2f}×.** Cosine "
             "between the "
@@ -918,6 +949,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"1st percentile {e['cosine']['p1']:.6f}, min {e['cosine']['min']:.6f}. {_load(e)}.",
             "",
         ]
+        if "bf16" in e:
+            b = e["bf16"]
+            lines += [
+                f"**bf16 / sentence-transformers: {b['ratio_over_st']:.2f}×**, cosine to fp32 min "
+                f"{b['cosine_to_fp32']['min']:.5f} (mean {b['cosine_to_fp32']['mean']:.6f}), each item's 10"
+                f" nearest items the same at {b['neighbour_overlap_at_10']:.3f}. Not the publication path:"
+                " bf16 arithmetic differs between CPUs (AVX-512 BF16, AMX, or emulated and slower), and every"
+                " party must compute the same public vectors (shared/item_cache.py).",
+                "",
+            ]
     if "device" in sec:
         v = sec["device"]
         shape = v["catalogue_shape"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import randomness
@@ -38,18 +38,20 @@ from client.train import (
     train_round,
     trainable_users,
 )
+from client.trending import trending_share
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.data import load_party
 from shared.embedded import NODE_CONFIG_FILE, client_config
 from shared.evaluation import evaluate_split
-from shared.federation import FederationConfigError, federation_noise
+from shared.federation import FederationConfigError, FederationNoise, federation_noise
 from shared.item_cache import catalogue_vectors
-from shared.ledger import LEDGER_NAME, TRAINING_KEY, BudgetExceeded, Ledger, Release
+from shared.ledger import LEDGER_NAME, TRAINING_KEY, BudgetExceeded, Ledger, Release, epsilons
 from shared.model import ModelConfig, Recommender
 from shared.privacy import PRIVACY_UNIT, BudgetSpent, calibrate_noise, compact
 from shared.report import NOISE_NONE, PrivacyReport
 from shared.schema import item_texts
+from shared.trending import CLIP, RELEASE_KEY, TRENDING_ARRAY, TRENDING_RELEASE, TRENDING_ROUND
 
 BUDGET_EXHAUSTED = 451  # Error code of a reply that refuses to train: the privacy cap would be passed
 TERMS_REFUSED = 452  # the run config asks for less privacy than the partner's node config allows
@@ -175,6 +177,8 @@ def train(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:
         reason = f"{party.name}: no user with two or more training items; not training"
         return _refuse(msg, TERMS_REFUSED, reason)
 
+    if str(msg.content["config"].get(RELEASE_KEY, "")) == TRENDING_RELEASE:
+        return _release_trending(msg, cfg, party, catalogue, users, agreed, run)
     if cfg.federation_dp:
         return _train_federation(msg, cfg, party, catalogue, users, agreed, server_round, run)
     q = poisson_rate(agreed.population, cfg.batch_size)
@@ -268,6 +272,7 @@ def _report(
     sigma: float,
     q: float,
     steps: int,
+    clip: float | None = None,
     **mode: Any,
 ) -> PrivacyReport:
     """The public report of this round's release, anchored to its ledger line when private."""
@@ -288,7 +293,7 @@ def _report(
         noise_multiplier=sigma if agreed.private else 0.0,
         sample_rate=q,
         steps=steps,
-        max_grad_norm=cfg.max_grad_norm,
+        max_grad_norm=cfg.max_grad_norm if clip is None else clip,
         target_epsilon=agreed.target_epsilon,
         epsilon_cap=agreed.epsilon_cap or 0.0,
         ledger_seq=seq,
@@ -317,6 +322,19 @@ def _reply(msg: Message, model: Recommender, metrics: MetricRecord, report: Priv
     return Message(content, reply_to=msg)
 
 
+def _federation_terms(cfg: RunConfig, agreed: Terms) -> tuple[FederationNoise, str, float]:
+    """The run's public noise, the view this partner keeps its ε under and σ against it; Refusal (or
+    FederationConfigError) when the partner's terms or the run config do not allow taking part."""
+    noise = federation_noise(cfg)
+    view, sigma = federation_view(agreed, noise)
+    if agreed.population > noise.population:
+        raise Refusal(
+            f"declared population {agreed.population} > federation-population {noise.population}:"
+            " the run's scale would understate this partner's users"
+        )
+    return noise, view, sigma
+
+
 def _train_federation(
     msg: Message, cfg: RunConfig, party: Party, catalogue, users, agreed: Terms, server_round: int, run: str
 ) -> Message:
@@ -327,13 +345,7 @@ def _train_federation(
     records σ under that view, one step at the federation's rate q, before anything is computed.
     """
     try:
-        noise = federation_noise(cfg)
-        view, sigma = federation_view(agreed, noise)
-        if agreed.population > noise.population:
-            raise Refusal(
-                f"declared population {agreed.population} > federation-population {noise.population}:"
-                " the run's scale would understate this partner's users"
-            )
+        noise, view, sigma = _federation_terms(cfg, agreed)
     except (FederationConfigError, Refusal) as err:
         return _refuse(msg, TERMS_REFUSED, f"{party.name}: not training: {err}")
     q = noise.sample_rate
@@ -377,6 +389,87 @@ def _train_federation(
     mode = {"mode": cfg.dp_mode, "view": view, "noise_shares": noise.shares}
     report = _report(party, server_round, run, cfg, agreed, streams, ledger, release, sigma, q, 1, **mode)
     return _reply(msg, model, MetricRecord({WEIGHT: 1}), report)
+
+
+def _release_trending(
+    msg: Message, cfg: RunConfig, party: Party, catalogue, users, agreed: Terms, run: str
+) -> Message:
+    """Round 0 of a federation-mode training: this client's share of the trending list's DP release.
+
+    The partner's terms are those of the training that follows: it takes part only if ε over the release
+    and every planned round, against the view it states, stays within its max-epsilon. The ledger records
+    the release (σ_T under that view, q 1, one step, clip 1) before anything is computed.
+    """
+    try:
+        if not cfg.trending:
+            raise Refusal(
+                "the run config asks for no trending release (dp-mode federation, trending-items > 0)"
+            )
+        noise, view, sigma = _federation_terms(cfg, agreed)
+    except (FederationConfigError, Refusal) as err:
+        return _refuse(msg, TERMS_REFUSED, f"{party.name}: not releasing trending counts: {err}")
+    trending_sigma = noise.trending_view_sigma(view)
+    ledger = Ledger(party.work_dir / LEDGER_NAME)
+    streams = _streams(cfg, agreed, party, TRENDING_ROUND)
+    release = None
+    if agreed.private:
+        planned = [(trending_sigma, 1.0, 1), (sigma, noise.sample_rate, cfg.num_server_rounds)]
+        ceiling = epsilons(ledger.history() + planned, agreed.delta)[0]
+        try:
+            if ceiling > agreed.max_epsilon:
+                raise Refusal(
+                    f"ε over the trending release and the planned rounds would reach {ceiling:.3f} against"
+                    f" the {view!r} view, above the partner's max-epsilon {agreed.max_epsilon:g}"
+                )
+            release = ledger.append(
+                party.name,
+                TRENDING_ROUND,
+                1,
+                trending_sigma,
+                1.0,
+                CLIP,
+                agreed.delta,
+                epsilon_cap=agreed.epsilon_cap,
+                run=run,
+                noise=streams.source,
+            )
+        except Refusal as err:
+            return _refuse(msg, TERMS_REFUSED, f"{party.name}: not releasing trending counts: {err}")
+        except BudgetExceeded as err:
+            return _refuse(msg, BUDGET_EXHAUSTED, f"{party.name}: privacy budget: {err}")
+    share = noise.trending_share_sigma if agreed.private else 0.0
+    values = trending_share(
+        users.train,
+        len(catalogue),
+        cfg.trending_items_per_user,
+        share_sigma=share,
+        population=noise.population,
+        noise=streams.noise,
+    )
+    mode = {"mode": cfg.dp_mode, "view": view, "noise_shares": noise.shares}
+    report = _report(
+        party,
+        TRENDING_ROUND,
+        run,
+        cfg,
+        agreed,
+        streams,
+        ledger,
+        release,
+        trending_sigma,
+        1.0,
+        1,
+        CLIP,
+        **mode,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({TRENDING_ARRAY: Array(values)}),
+            "metrics": MetricRecord({WEIGHT: 1}),
+            "privacy": ConfigRecord(report.to_record()),
+        }
+    )
+    return Message(content, reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context, overrides: dict[str, Any]) -> Message:

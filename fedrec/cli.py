@@ -7,7 +7,7 @@ import contextlib
 import json
 import re
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 # client/device/query_encoder.py's QUERY_ENCODERS and shared/artifact.py's INDEX_TYPES, spelled out here so
@@ -70,7 +70,9 @@ def _show(recs, as_json: bool) -> None:
         print(f"{rank:2d}. {r.score:6.3f}  {_printable(r.item_id)}  {_printable(r.title)}{price}")
         if r.reasons:  # --explain: what earned the score (history items or query words), largest first
             shares = ", ".join(
-                f"{_printable(x.text if x.kind != 'item' else x.text or x.key)} +{x.weight:.3f}"
+                _printable(x.text)  # a new shopper's result: trending, its one reason says why
+                if x.kind == "trending"
+                else f"{_printable(x.text if x.kind != 'item' else x.text or x.key)} +{x.weight:.3f}"
                 for x in r.reasons
             )
             print(f"      because: {shares}")
@@ -109,13 +111,19 @@ def _pinned_key(args: argparse.Namespace) -> Path:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Arguments and history are checked before the artifact loads, the artifact before the model does;
-    ids the catalogue lacks are reported, and nothing left to recommend is exit 1, not empty output."""
+    ids the catalogue lacks are reported, and nothing left to recommend is exit 1, not empty output.
+    No --history (a new shopper): the artifact's trending list, if it carries one."""
     from client.device import Device, check_k, read_history
 
     check_k(args.k)
+    if args.history is None:
+        return _recommend_trending(args)
     history, purchased = read_history(args.history)
     if not history:
-        raise ValueError(f"history {args.history}: no item engaged with (views do not count); try search")
+        raise ValueError(
+            f"history {args.history}: no item engaged with (views do not count); try search, or leave "
+            "--history out for the trending list"
+        )
     device = Device(args.artifact, publisher_key=_pinned_key(args))
     version, say = device.artifact.version, f"fedrec {args.command}:"
     unknown = device.unknown(history)
@@ -141,6 +149,32 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         return 1
     options = {"filters": _filters(args), "diversity": args.diversity, "explain": args.explain}
     _show(device.recommend(known, k=args.k, exclude=exclude, **options), args.json)
+    return 0
+
+
+def _recommend_trending(args: argparse.Namespace) -> int:
+    """A new shopper's recommendations: the trending list less --exclude, said so on stderr (its reasons
+    shown with --explain); exit 1 if nothing of it is left."""
+    from client.device import Device
+
+    filters = _filters(args)
+    device = Device(args.artifact, publisher_key=_pinned_key(args))
+    say = f"fedrec {args.command}:"
+    options = {"exclude": args.exclude or [], "filters": filters, "diversity": args.diversity}
+    recs = device.recommend([], k=args.k, **options)
+    recs = recs if args.explain else [replace(r, reasons=()) for r in recs]
+    listed = device.artifact.trending
+    if not recs:
+        print(
+            f"{say} nothing to recommend: no item of the trending list ({len(listed.item_ids)} items) is "
+            "left once exclusions and filters apply",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"{say} no history: the trending list of {device.artifact.version} (a new shopper)", file=sys.stderr
+    )
+    _show(recs, args.json)
     return 0
 
 
@@ -407,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="on-device recommendations from a published index")
     rec.add_argument("--artifact", required=True, help="published index folder (e.g. runs/demo/index/v0003)")
     rec.add_argument(
-        "--history", required=True, help="comma-separated item ids, or a file of them / of events"
+        "--history",
+        help="comma-separated item ids, or a file of them / of events; "
+        "left out: a new shopper, who gets the index's trending list",
     )
     rec.add_argument("--exclude", nargs="*", help="item ids never to recommend (e.g. already purchased)")
     _publisher_key_option(rec)

@@ -29,6 +29,7 @@ from server.publish import publish
 from server.release_book import ReleaseBook
 from server.secure_aggregation import run_secure
 from server.strategy import AdapterGuard
+from server.trending import release_trending
 from shared.adapters import WEIGHT, from_record, shapes, to_record
 from shared.config import RunConfig
 from shared.embedded import server_config
@@ -39,6 +40,7 @@ from shared.report import PrivacyReport
 from shared.run_record import RUN_RECORD, ClientLevelSummary, PrivacySummary, RoundRecord, RunRecord
 from shared.schema import load_catalogue
 from shared.signing import ensure_key_pair
+from shared.trending import TRENDING_ROUND
 
 
 def privacy_summary(
@@ -57,6 +59,7 @@ def privacy_summary(
             + "; ".join(
                 f"ε = {eps:.3f} against a server with the {view!r} view" for view, eps in views.items()
             )
+            + (", composed over round 0's trending release too" if federation.trending_released else "")
         )
     elif private and not reproducible:
         guarantees.append("user-level DP inside each partner (DP-SGD, Opacus PRV accountant)")
@@ -145,6 +148,7 @@ def run_federation(
         federation = ServerStep(cfg, current, run_dir / "server", run=training, attempt=run)
         if resumed and resumed.optimizer:
             federation.restore(resumed.optimizer, _released(federation, training) if cfg.private else None)
+        federation.trending_released = bool(resumed and resumed.trending)
     releases = ReleaseBook(run_dir / "server")
     history: dict[int, dict[str, Any]] = dict(resumed.history) if resumed else {}
     if resumed:
@@ -152,6 +156,7 @@ def run_federation(
             r: [PrivacyReport.from_record(x, f"checkpoint round {r}") for x in reports]
             for r, reports in resumed.reports.items()
         }
+    trending = resumed.trending if resumed else None
 
     def checkpoint(server_round: int, arrays: dict[str, np.ndarray], finished: bool = False) -> None:
         Checkpoint(
@@ -165,7 +170,16 @@ def run_federation(
             reports={r: [x.to_record() for x in xs] for r, xs in releases.reports.items()},
             history=history,
             finished=finished,
+            trending=trending,
         ).save(run_dir / "server" / CHECKPOINT_NAME, signing_key)
+
+    if federation and cfg.trending and done == 0 and trending is None:  # round 0 (server/trending.py)
+        trending, reasons = release_trending(
+            grid, context, cfg, list(catalogue["item_id"]), releases, federation, training
+        )
+        history[0] = {"train": None, "federated_eval": None, "central_eval": None, "refused": []}
+        history[0] |= {"skipped": reasons, "stopped": None}
+        checkpoint(0, {k: v.numpy() for k, v in initial.items()})
 
     if cfg.secure_aggregation:
 
@@ -185,7 +199,7 @@ def run_federation(
             first_round=done + 1, training=training, on_round=secure_round, central=central,
         )  # fmt: skip
         if 0 in central and done == 0:
-            history[0] = _history(None, None, central[0], book, 0)
+            history[0] = _merged(history.get(0), _history(None, None, central[0], book, 0))
     else:
         fedavg = aggregation_strategy(cfg, bool(client_dp or federation))
         aggregator = client_dp.wrap(fedavg) if client_dp else fedavg
@@ -201,8 +215,9 @@ def run_federation(
         def message_round(server_round: int, arrays: ArrayRecord, train, federated, central) -> None:
             for reason in (step.skipped if step else {}).get(server_round, []):
                 book.skipped.setdefault(server_round, []).append(reason)
-            history[server_round] = _history(
-                _plain(train), _plain(federated), _plain(central), book, server_round
+            history[server_round] = _merged(
+                history.get(server_round) if server_round == 0 else None,
+                _history(_plain(train), _plain(federated), _plain(central), book, server_round),
             )
             if server_round:
                 checkpoint(server_round, {k: v.numpy() for k, v in arrays.items()})
@@ -229,6 +244,7 @@ def run_federation(
         info={"privacy": asdict(privacy), "config": cfg.without_paths()},  # no server paths published
         cache_dir=run_dir / "cache",
         signing_key=signing_key,
+        trending=trending,
     )
     print(f"published global item index: {artifact}", flush=True)
 
@@ -244,7 +260,7 @@ def run_federation(
             skipped=history.get(server_round, {}).get("skipped", []),
             stopped=history.get(server_round, {}).get("stopped"),
         )
-        for server_round in range(0 if evaluator else 1, cfg.num_server_rounds + 1)
+        for server_round in range(0 if evaluator or 0 in history else 1, cfg.num_server_rounds + 1)
     ]
     record = RunRecord(
         artifact=artifact.relative_to(run_dir).as_posix(),
@@ -302,16 +318,24 @@ def _history(train, federated, central, book, server_round: int) -> dict[str, An
     }
 
 
+def _merged(earlier: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """A round's record with the reasons an earlier record of it gave kept (round 0: the trending release,
+    then the central evaluation of the model before training)."""
+    if earlier is None:
+        return entry
+    return entry | {key: earlier[key] + entry[key] for key in ("refused", "skipped")}
+
+
 def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
 
 def _released(federation: ServerStep, training: str, upto: int | None = None) -> int:
-    """The server step's releases of this training in the server's ledger (rounds <= `upto`)."""
+    """The server step's training releases of this training in the server's ledger (rounds 1..`upto`)."""
     return sum(
         1
         for r in federation.ledger.releases()
-        if of_training(r.run, training) and (upto is None or r.round <= upto)
+        if of_training(r.run, training) and r.round > TRENDING_ROUND and (upto is None or r.round <= upto)
     )
 
 
@@ -338,7 +362,7 @@ def _resume_point(
             released = sum(
                 1
                 for r in ledger.releases()
-                if of_training(r.run, resumed.training) and r.round <= resumed.round
+                if of_training(r.run, resumed.training) and TRENDING_ROUND < r.round <= resumed.round
             )
         resumed.check_matches(path, cfg.without_paths(), catalogue_sha, expected, released)
     elif (run_dir / RUN_RECORD).exists():

@@ -18,7 +18,8 @@ the round) is trained again; its first reservation stays counted and the retry i
 
 Format: one JSON object (UTF-8), every field required, nothing else:
 
-    version           CHECKPOINT_VERSION (1)
+    version           CHECKPOINT_VERSION (2; 1, without `trending`, is refused: resume it with the fedrec
+                      that wrote it)
     training          the training's name (see above)
     run               the Flower run id of the server that wrote this checkpoint
     round             the last completed round (0: none yet); training resumes at round + 1
@@ -34,6 +35,8 @@ Format: one JSON object (UTF-8), every field required, nothing else:
                         state       parameter name -> {"step": number, "exp_avg": ARRAY, "exp_avg_sq": ARRAY}
     reports           round -> the privacy reports received that round (`shared/report.py`, as sent):
                       each client's ε composes over its whole ledger, so the last report of each is its ε
+    trending          the trending list released in round 0 (`shared/trending.py`, its JSON text), null
+                      without one: a resumed training publishes it and never releases it again
     history           round -> what the run record keeps of it: train, federated_eval, central_eval,
                       refused, skipped, stopped (as `shared/run_record.RoundRecord`); round 0 only with
                       central evaluation
@@ -66,9 +69,10 @@ from shared import signing
 from shared.durable import write_bytes
 from shared.ledger import canonical
 from shared.report import PrivacyReport
+from shared.trending import Trending, TrendingError
 
 CHECKPOINT_NAME = "checkpoint.json"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 CHECKPOINT_DOMAIN = b"fedrec server checkpoint v1\0"  # a checkpoint signature is never a manifest's
 HISTORY_KEYS = ("train", "federated_eval", "central_eval", "refused", "skipped", "stopped")
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -83,6 +87,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "optimizer": (dict, type(None)),
     "reports": dict,
     "history": dict,
+    "trending": (str, type(None)),
     "signature": str,
 }
 
@@ -137,6 +142,7 @@ class Checkpoint:
     reports: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     history: dict[int, dict[str, Any]] = field(default_factory=dict)
     finished: bool = False
+    trending: Trending | None = None
 
     def _body(self) -> dict[str, Any]:
         optimizer = None
@@ -164,6 +170,7 @@ class Checkpoint:
             "optimizer": optimizer,
             "reports": {str(r): reports for r, reports in sorted(self.reports.items())},
             "history": {str(r): h for r, h in sorted(self.history.items())},
+            "trending": None if self.trending is None else self.trending.to_json().decode(),
         }
 
     def save(self, path: str | Path, key: signing.Ed25519PrivateKey) -> None:
@@ -180,6 +187,10 @@ class Checkpoint:
             raw = json.loads(path.read_bytes().decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a checkpoint (unreadable JSON: {exc})") from None
+        if isinstance(raw, dict) and raw.get("version", CHECKPOINT_VERSION) != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path}: field 'version' is {raw['version']!r}, this server reads {CHECKPOINT_VERSION}"
+            )
         if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
             got = set(raw) if isinstance(raw, dict) else set()
             missing, extra = sorted(set(_FIELDS) - got), sorted(got - set(_FIELDS))
@@ -187,8 +198,6 @@ class Checkpoint:
         for name, kind in _FIELDS.items():
             if (isinstance(raw[name], bool) and kind is not bool) or not isinstance(raw[name], kind):
                 raise CheckpointError(f"{path}: field 'checkpoint.{name}' has the wrong type")
-        if raw["version"] != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path}: field 'version' is {raw['version']}, this server reads 1")
         body = {k: v for k, v in raw.items() if k != "signature"}
         try:
             signature = bytes.fromhex(raw["signature"])
@@ -225,6 +234,12 @@ class Checkpoint:
         for r, h in history.items():
             if not isinstance(h, dict) or set(h) != set(HISTORY_KEYS):
                 raise CheckpointError(f"{path}: field 'history.{r}': fields must be {list(HISTORY_KEYS)}")
+        trending = None
+        if raw["trending"] is not None:
+            try:
+                trending = Trending.from_json(raw["trending"].encode(), f"{path}: field 'trending'")
+            except TrendingError as exc:
+                raise CheckpointError(str(exc)) from None
         return cls(
             training=raw["training"],
             run=raw["run"],
@@ -236,6 +251,7 @@ class Checkpoint:
             reports=reports,
             history=history,
             finished=raw["finished"],
+            trending=trending,
         )
 
     def check_matches(

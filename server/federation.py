@@ -32,6 +32,7 @@ from shared.ledger import LEDGER_NAME, Ledger
 from shared.model import param_group
 from shared.privacy import NOISE_SECRET
 from shared.run_record import FederationSummary
+from shared.trending import CLIP, TRENDING_ROUND
 
 SERVER_PARTY = "server"
 
@@ -69,6 +70,7 @@ class ServerStep:
             groups.setdefault(param_group(name), []).append(p)
         self.optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items()])
         self.rounds = 0
+        self.trending_released = False  # round 0's trending release (server/trending.py) was aggregated
 
     def step(self, server_round: int, current: dict[str, np.ndarray], mean: dict[str, np.ndarray], n: int):
         """The new global model from this round's mean reply over `n` clients: {name: float32 array}."""
@@ -97,6 +99,22 @@ class ServerStep:
             )
         return {name: p.detach().numpy().copy() for name, p in self.params.items()}
 
+    def record_trending(self) -> None:
+        """Round 0's trending release was aggregated: the server's ledger records it (σ_T, q 1, clip 1)."""
+        self.trending_released = True
+        if self.private:
+            self.ledger.append(
+                SERVER_PARTY,
+                TRENDING_ROUND,
+                1,
+                self.noise.trending_view_sigma(self.noise.offered),
+                1.0,
+                CLIP,
+                self.delta,
+                run=self.ledger.run_key(self.run, self.attempt, TRENDING_ROUND),
+                noise=NOISE_SECRET,
+            )
+
     def state(self) -> dict:
         """Adam's moments and step per tensor and the rounds aggregated: the checkpoint's `optimizer`."""
         state = {}
@@ -124,8 +142,9 @@ class ServerStep:
 
     def summary(self) -> FederationSummary:
         """σ, the rounds released, and ε per view over all of them (before a restart too)."""
-        views = self.noise.epsilons(self.rounds, self.delta) if self.private else {}
-        rdp = self.noise.epsilons(self.rounds, self.delta, "rdp") if self.private else {}
+        trending = self.trending_released
+        views = self.noise.epsilons(self.rounds, self.delta, trending=trending) if self.private else {}
+        rdp = self.noise.epsilons(self.rounds, self.delta, "rdp", trending) if self.private else {}
         return FederationSummary(
             sigma=self.noise.sigma if self.private else 0.0,
             share_sigma=self.noise.share_sigma if self.private else 0.0,
@@ -138,6 +157,8 @@ class ServerStep:
             epsilon_rdp=rdp,
             delta=self.delta,
             ledger=str(self.ledger.path),
+            trending_sigma=self.noise.trending_view_sigma(self.noise.offered) if self.private else 0.0,
+            trending_released=trending,
         )
 
 

@@ -3,7 +3,10 @@
 The artifact is computed from public item text and the aggregated (DP-trained) adapter only, so it
 carries the same guarantee as the adapter: publishing it costs no extra privacy (post-processing).
 Publishers into one root take turns under its publish lock (shared/artifact.py): a round is claimed
-once, and LATEST never moves back to an older round.
+once, and LATEST never moves back to an older round. The trending list a new shopper sees
+(shared/trending.py), when the training released one, is published beside it (`trending.json`): its DP
+release is round 0 of the training's own accounting; ranking and publishing the noisy totals is
+post-processing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
 from shared.schema import item_texts
 from shared.signing import PrivateKeyLike
+from shared.trending import Trending
 
 
 def publish(
@@ -26,9 +30,11 @@ def publish(
     cache_dir=None,
     *,
     signing_key: PrivateKeyLike,
+    trending: Trending | None = None,
 ) -> Path:
     """Write `root/v<round>` (FAISS index, items, adapter, model config, manifest signed with
-    `signing_key`, a key or a private key PEM path, so that devices can pin it) and return its path."""
+    `signing_key`, a key or a private key PEM path, so that devices can pin it; `trending`, the released
+    trending list, if any) and return its path."""
     vectors = catalogue_vectors(model, item_texts(catalogue), cache_dir)
     return write_artifact(
         root,
@@ -40,4 +46,5 @@ def publish(
         model_config=model.config.to_dict(),
         info=info,
         signing_key=signing_key,
+        trending=trending,
     )

@@ -1,8 +1,10 @@
 """Adapter tensors <-> Flower ArrayRecord, and the rule of what may leave a client.
 
-Only the LoRA matrices, the user head, the item bias and (if the model has them) the item ID rows are
-ever sent. The rule is a name pattern checked on both sides: the client refuses to send anything else,
-the server refuses to aggregate anything else.
+Only the LoRA matrices, the user head, the item bias and (if the model has them) the item ID rows and the
+sequence residual are ever sent, and once per training, in round 0, the trending list's DP vote totals
+(`trending`, shared/trending.py). The rule is a name pattern checked on both sides: the client refuses to
+send anything else, the server refuses to aggregate anything else (and each round expects its own names
+and shapes: adapters in training rounds, `trending` alone in round 0).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ WEIGHT = "unit-weight"  # reply metric weighing a client in the mean (1: equal w
 SHAREABLE = re.compile(
     r"(\.lora_[AB]\.default\.weight|^user_head\.[01]\.weight|^item_(bias|ids)\.weight"
     r"|^sequence\.(adaptor|adaptor_norm|position|out_norm|out"
-    r"|blocks\.\d+\.(attention_norm|qkv|proj|mlp_norm|mlp\.[02]))\.(weight|bias))$"
+    r"|blocks\.\d+\.(attention_norm|qkv|proj|mlp_norm|mlp\.[02]))\.(weight|bias)|^trending)$"
 )
 
 

@@ -1,7 +1,7 @@
 """The published global item index: the only thing a device needs from the server, and the only contract.
 
-One published round is one folder, `<root>/v<NNNN>`, written once and never changed (format 3; format 2,
-the same files without a sequence residual, is still read):
+One published round is one folder, `<root>/v<NNNN>`, written once and never changed (format 4; formats 2
+and 3, the same files without a trending list (3) and without a sequence residual (2), are still read):
 
 - `index.faiss`        item rows [v, τ·b] (unit item-tower vector v + scaled item bias) in an inner-product
                        FAISS index, row i = item i; a user row [u, 1] scores u·v + τ·b, as the model does
@@ -9,7 +9,7 @@ the same files without a sequence residual, is still read):
 - `adapter.safetensors` the trained tensors (LoRA + user head + sequence residual) a device needs for its
                        user tower
 - `model.json`         model config, the encoder it adapts (name, weights sha256), pooling and score
-- `manifest.json`      format version (3), version string, round, sizes, library versions, the publisher's
+- `manifest.json`      format version (4), version string, round, sizes, library versions, the publisher's
                        `info` (privacy summary) verbatim, `publisher_key_id` (sha256 of the raw Ed25519
                        public key, shared/signing.py) and sha256 + size of every other file
 - `manifest.sig`       the 64 raw bytes of the publisher's Ed25519 signature over the exact bytes of
@@ -17,6 +17,11 @@ the same files without a sequence residual, is still read):
 - `vectors.npy`        (format 3, only beside a compressed index) the exact item rows [v, τ·b], float32
                        little-endian, C order, shape [n_items, dimension]: a plain .npy (no pickle), listed
                        and hashed in the manifest like every other file
+- `trending.json`      (format 4, optional) the trending list a new shopper sees before it has any history:
+                       the top items by DP vote total, released once per training (shared/trending.py's
+                       `Trending.to_json()`, canonical JSON), listed and hashed in the manifest like every
+                       other file; every item it names is in `items.parquet`. Absent: no list was released
+                       (partner mode, `trending-items` 0, or an older format)
 
 The manifest's `index_type` names the index and `index_params` the parameters it was built and is
 searched with: `IndexFlatIP` (exact, {}), `IndexHNSWFlat` ({M, efConstruction, efSearch}) or, format 3,
@@ -36,8 +41,9 @@ A device pins the publisher's public key (given out of band);
 
 1. no symbolic link: not `LATEST`, not the folder, not any entry in it; only regular files;
 2. `manifest.sig` exists (a format-1 artifact, which had none, is refused as unsigned) and verifies under
-   the pinned key over the manifest's exact bytes; then the manifest's format (2), key id and fields;
-3. the folder holds exactly the files the manifest lists (+ manifest and signature);
+   the pinned key over the manifest's exact bytes; then the manifest's format (2 to 4), key id and fields;
+3. the folder holds exactly the files the manifest lists (+ manifest and signature), which are the files
+   of its index type, plus `trending.json` where listed (format 4 only);
 4. each file is read into memory once, its size and sha256 checked on those bytes, and it is parsed
    from those very bytes (never re-read from disk, so a file swapped after hashing is never used);
 5. `model.json`: the encoder and score this fedrec runs, and every model config field within its range
@@ -45,7 +51,9 @@ A device pins the publisher's public key (given out of band);
 6. `index.faiss`: the FAISS type the manifest names (checked on the file's header before parsing),
    inner product, the manifest's dimension and item count; `vectors.npy` (compressed index only): its
    .npy header (float32, C order, [n_items, dimension]) before its data, which must be finite; then the
-   items and the adapter.
+   items and the adapter;
+7. `trending.json` (where listed): parsed strictly (shared/trending.py), and every item it names must be
+   in the published catalogue.
 
 Refusing a round older than one already accepted (a rolled-back `LATEST`) is the device's job, as only it
 knows what it accepted (client/device/trust.py).
@@ -93,11 +101,14 @@ from shared.durable import exclusive_lock, fsync_folder, write_bytes
 from shared.encoder import HIDDEN_SIZE, WEIGHTS_SHA256
 from shared.model import MAX_HISTORY_LENGTH, ModelConfig
 from shared.signing import SIGNATURE_BYTES, PrivateKeyLike, PublicKeyLike
+from shared.trending import Trending, TrendingError
 
-# 3: the user tower may carry a sequence residual (model.json sequence_*); 2: manifest.sig + publisher_key_id,
-# pooled user tower only (still served); 1 (unsigned) is refused
-FORMAT_VERSION = 3
-SUPPORTED_FORMATS = (2, 3)
+# 4: an optional trending list for new shoppers (trending.json); 3: the user tower may carry a sequence
+# residual (model.json sequence_*); 2: manifest.sig + publisher_key_id, pooled user tower only; 2 and 3 are
+# still served; 1 (unsigned) is refused
+FORMAT_VERSION = 4
+SUPPORTED_FORMATS = (2, 3, 4)
+TRENDING_FORMAT = 4  # the first format that may hold TRENDING_FILE
 UNSIGNED = "unsigned artifact (format 1): re-publish with a publisher key"
 SYMLINK = "is a symbolic link (refused: it could point anywhere)"
 FLAT_MAX_ITEMS = 50_000  # exact search up to here; the compressed index (IVF-PQ + exact re-ranking) above
@@ -118,6 +129,7 @@ INDEX_HEADERS = {"IndexFlatIP": b"IxFI", "IndexHNSWFlat": b"IHNf", "IndexIVFPQ":
 INDEX_TYPES = tuple(INDEX_HEADERS)
 COMPRESSED = ("IndexIVFPQ",)  # index types whose codes are approximate: searched, then re-ranked exactly
 ROWS_FILE = "vectors.npy"
+TRENDING_FILE = "trending.json"  # optional (format 4): shared/trending.py's Trending, as its to_json() bytes
 ROWS_DTYPE = np.dtype("<f4")
 # IVF-PQ at 100k items (a sweep on performance.md section 7's catalogue, 200 history-like queries): nlist
 # 1024, M 55, nprobe 32, rerank 10: recall@10 0.977 at 0.33 ms p50; nprobe 16: 0.955; rerank 5: 0.955;
@@ -168,6 +180,7 @@ class Artifact:
     model_config: dict  # ModelConfig.to_dict() form
     encoder: dict  # name, weights_sha256, pooling, normalize
     rows: np.ndarray | None = None  # vectors.npy beside a compressed index (read-only); None: in the index
+    trending: Trending | None = None  # trending.json: what a new shopper sees; None: none was published
 
     @property
     def version(self) -> str:
@@ -268,11 +281,13 @@ def write_artifact(
     signing_key: PrivateKeyLike,
     flat_max_items: int = FLAT_MAX_ITEMS,
     index_type: str | None = None,
+    trending: Trending | None = None,
 ) -> Path:
     """Publish round `round` as `<root>/v<NNNN>` (never overwriting), its manifest signed with
     `signing_key` (a key or a private key PEM path), and point LATEST at the newest round.
 
-    `index_type` (one of INDEX_TYPES) overrides the choice by size (`choose_index_type`)."""
+    `index_type` (one of INDEX_TYPES) overrides the choice by size (`choose_index_type`). `trending`: the
+    trending list to publish beside it (`trending.json`); every item it names must be among `item_ids`."""
     root = Path(root)
     key = signing.private_key(signing_key)
     if isinstance(round, bool) or not isinstance(round, int) or round < 0:
@@ -292,8 +307,9 @@ def write_artifact(
         index_type = choose_index_type(len(item_ids), flat_max_items)
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index_type {index_type!r} is not one of {list(INDEX_TYPES)}")
+    trending_bytes = _trending_bytes(trending, item_ids)
     index, index_params = build_index(vectors, index_type)
-    data_files = artifact_files(index_type)
+    data_files = artifact_files(index_type, trending=trending is not None)
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
@@ -305,6 +321,8 @@ def write_artifact(
         save_file(state, str(tmp / "adapter.safetensors"))
         model_json = {"model": dict(model_config), "encoder": ENCODER, "score": SCORE}
         (tmp / "model.json").write_bytes(_json_bytes("model.json", model_json))
+        if trending_bytes is not None:
+            (tmp / TRENDING_FILE).write_bytes(trending_bytes)
         files = {
             name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in data_files
         }
@@ -342,11 +360,26 @@ def write_artifact(
     return final
 
 
-def artifact_files(index_type: Any) -> tuple[str, ...]:
-    """The data files an artifact of this index type holds: a compressed index keeps its exact rows beside."""
-    return (
+def artifact_files(index_type: Any, trending: bool = False) -> tuple[str, ...]:
+    """The data files an artifact of this index type holds: a compressed index keeps its exact rows beside;
+    `trending`: with a trending list (format 4)."""
+    files = (
         (*DATA_FILES, ROWS_FILE) if isinstance(index_type, str) and index_type in COMPRESSED else DATA_FILES
     )
+    return (*files, TRENDING_FILE) if trending else files
+
+
+def _trending_bytes(trending: Trending | None, item_ids: list[str]) -> bytes | None:
+    """The bytes of `trending.json`, after the check a device makes (every item published); None: none."""
+    if trending is None:
+        return None
+    if not isinstance(trending, Trending):
+        raise ValueError(f"trending must be a shared.trending.Trending, got {type(trending).__name__}")
+    published = set(item_ids)
+    unknown = [item_id for item_id in trending.item_ids if item_id not in published]
+    if unknown:
+        raise ValueError(f"the trending list names {len(unknown)} unpublished item id(s), e.g. {unknown[:3]}")
+    return trending.to_json()
 
 
 def _check_vectors(item_ids: list[str], item_vectors: np.ndarray, unit: bool) -> np.ndarray:
@@ -578,7 +611,13 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
     unlisted = sorted(names - set(files) - {MANIFEST, SIGNATURE})
     if unlisted:
         raise refuse(unlisted[0], "is not listed in the manifest (added after publication?)")
-    expected = artifact_files(manifest["index_type"])
+    if TRENDING_FILE in files and manifest["format_version"] < TRENDING_FORMAT:
+        raise refuse(
+            TRENDING_FILE,
+            f"is listed, but format {manifest['format_version']} holds no trending list "
+            f"(format {TRENDING_FORMAT} does)",
+        )
+    expected = artifact_files(manifest["index_type"], trending=TRENDING_FILE in files)
     odd = sorted(set(files) ^ set(expected))
     if odd:
         raise refuse(
@@ -654,17 +693,42 @@ def _load(path: Path, folder: int, pinned: Ed25519PublicKey) -> Artifact:
     except (SafetensorError, ValueError) as err:
         raise refuse("adapter.safetensors", f"cannot be read: {err}") from None
 
+    # 7. the trending list, if any: strictly parsed, every item published
+    item_ids = items["item_id"].astype(str).tolist()
+    trending = None
+    if TRENDING_FILE in expected:
+        trending = _parse_trending(path, data[TRENDING_FILE], item_ids)
+
     return Artifact(
         path=path,
         manifest=manifest,
         index=index,
-        item_ids=items["item_id"].astype(str).tolist(),
+        item_ids=item_ids,
         items=items,
         trainable_state=state,
         model_config=config,
         encoder=encoder,
         rows=rows,
+        trending=trending,
     )
+
+
+def _parse_trending(path: Path, data: bytes, item_ids: list[str]) -> Trending:
+    """The trending list in `data` (the bytes hashed), whose items must all be in the catalogue."""
+    try:
+        trending = Trending.from_json(data, TRENDING_FILE)
+    except TrendingError as err:  # its message starts with the file's name, which ArtifactError adds
+        raise ArtifactError(path, TRENDING_FILE, str(err).removeprefix(f"{TRENDING_FILE}: ")) from None
+    published = set(item_ids)
+    unknown = [item_id for item_id in trending.item_ids if item_id not in published]
+    if unknown:
+        raise ArtifactError(
+            path,
+            TRENDING_FILE,
+            f"names item {unknown[0]!r}, which is not in the published catalogue "
+            f"({len(unknown)} unknown of {len(trending.item_ids)})",
+        )
+    return trending
 
 
 def _parse_rows(path: Path, data: bytes, n: int, d: int) -> np.ndarray:

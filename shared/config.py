@@ -121,6 +121,12 @@ class RunConfig:
     # federation mode: the federation's declared user total (the sum of the partners' public population
     # bounds). It scales every share alike (sum / (rate · population)); 0 = not declared, refused
     federation_population: int = ranged(0, Range(0, note="0 = not declared"))
+    # federation mode: round 0 releases the federation's most engaged items for new shoppers, with DP
+    # (shared/trending.py): each user votes 1/√m for its m most recent items, each client adds a noise share
+    # of σ_T/√min-clients; the training's σ is calibrated with it in the history. 0 items = no release
+    trending_items: int = ranged(50, Range(0, 10_000, note="0 = no trending list"))
+    trending_noise_multiplier: float = ranged(10.0, Range(0, 1_000, open_low=True))
+    trending_items_per_user: int = ranged(5, Range(1, 100))
     # upper bounds as the artifact's (shared/artifact.py): a run must not train what it cannot publish
     lora_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
     # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)
@@ -193,6 +199,11 @@ class RunConfig:
     def federation_dp(self) -> bool:
         """User-level DP-FedAvg (one noisy step a round, noise shared out among the clients)."""
         return self.dp_mode == "federation"
+
+    @property
+    def trending(self) -> bool:
+        """Federation mode's round-0 DP release of the trending list (shared/trending.py)."""
+        return self.federation_dp and self.trending_items > 0
 
     @classmethod
     def from_flower(cls, raw: dict[str, Any]) -> RunConfig:

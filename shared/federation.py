@@ -23,8 +23,11 @@ accountant (RDP alongside). Who sees what decides σ_view:
 
 σ is fixed once for the run from the run config alone (its target ε, or the tighter ε cap, over the
 planned rounds, at the view the run offers: AGGREGATE with SecAgg+, SHARE without), so every client adds
-the same share and no client's data moves σ. A partner's own terms decide whether it takes part at that
-σ (`client/policy.py`): its ledger records σ_view under the trust model it states.
+the same share and no client's data moves σ. With a trending list (`shared/trending.py`) round 0 is one
+more Gaussian release, at q = 1 and σ_T (`trending-noise-multiplier`, of the sum, as σ), split into
+shares alike; σ is calibrated with it in the history, so the target ε covers both. A partner's own
+terms decide whether it takes part at that σ (`client/policy.py`): its ledger records σ_view under the
+trust model it states.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from shared.config import RunConfig
-from shared.privacy import calibrate_noise, epsilon
+from shared.privacy import BudgetSpent, calibrate_after, epsilon
 
 AGGREGATE = "aggregate"  # the server sees only the sum of the noise shares (SecAgg+)
 SHARE = "share"  # the server sees one share: no SecAgg+, or collusion with every other client
@@ -54,6 +57,7 @@ class FederationNoise:
     sample_rate: float  # q
     population: int  # N: the federation's declared user total
     offered: str  # the view the run offers: AGGREGATE (SecAgg+ on) or SHARE
+    trending_sigma: float = 0.0  # σ_T of the sum of round 0's trending shares; 0: no trending release
 
     @property
     def share_sigma(self) -> float:
@@ -75,13 +79,29 @@ class FederationNoise:
             )
         return self.sigma if view == AGGREGATE else self.share_sigma
 
-    def epsilons(self, rounds: int, delta: float, accountant: str = "prv") -> dict[str, float]:
-        """ε after `rounds` releases of this run alone, per view the run can give (0 before any)."""
+    @property
+    def trending_share_sigma(self) -> float:
+        """σ_T of one client's trending share: t of them add up to σ_T."""
+        return self.trending_sigma / math.sqrt(self.shares)
+
+    def trending_view_sigma(self, view: str) -> float:
+        """σ_T of the trending release against an observer with this view."""
+        self.view_sigma(view)  # refuses what view_sigma refuses
+        return self.trending_sigma if view == AGGREGATE else self.trending_share_sigma
+
+    def history(self, view: str, rounds: int, trending: bool) -> list[tuple[float, float, int]]:
+        """The DP history one user's data meets against `view`: round 0's trending release (if made),
+        then `rounds` training rounds."""
+        first = [(self.trending_view_sigma(view), 1.0, 1)] if trending and self.trending_sigma else []
+        return first + ([(self.view_sigma(view), self.sample_rate, rounds)] if rounds else [])
+
+    def epsilons(
+        self, rounds: int, delta: float, accountant: str = "prv", trending: bool = False
+    ) -> dict[str, float]:
+        """ε after `rounds` training releases (and round 0's trending release if `trending`) of this run
+        alone, per view the run can give (0 before any)."""
         views = VIEWS if self.offered == AGGREGATE else (SHARE,)
-        return {
-            v: epsilon([(self.view_sigma(v), self.sample_rate, rounds)], delta, accountant) if rounds else 0.0
-            for v in views
-        }
+        return {v: epsilon(self.history(v, rounds, trending), delta, accountant) for v in views}
 
 
 def federation_noise(cfg: RunConfig) -> FederationNoise:
@@ -95,21 +115,30 @@ def federation_noise(cfg: RunConfig) -> FederationNoise:
         )
     offered = AGGREGATE if cfg.secure_aggregation else SHARE
     sigma = cfg.noise_multiplier
+    trending = cfg.trending_noise_multiplier if cfg.trending else 0.0  # σ_T of the sum, like σ's
     if cfg.private and cfg.target_epsilon > 0:
         target = min(cfg.target_epsilon, cfg.epsilon_cap) if cfg.epsilon_cap > 0 else cfg.target_epsilon
-        sigma = _calibrated(target, cfg.delta, cfg.federation_sample_rate, cfg.num_server_rounds)
-        if offered == SHARE:  # the target must hold for one share alone
-            sigma *= math.sqrt(cfg.min_clients)
+        shares = math.sqrt(cfg.min_clients) if offered == SHARE else 1.0  # the target holds for one share
+        try:
+            sigma = shares * _calibrated(
+                target, cfg.delta, cfg.federation_sample_rate, cfg.num_server_rounds, trending / shares
+            )
+        except BudgetSpent as err:
+            raise FederationConfigError(
+                f"run-config 'trending-noise-multiplier' {trending:g}: {err}"
+            ) from None
     return FederationNoise(
         sigma=float(sigma),
         shares=cfg.min_clients,
         sample_rate=cfg.federation_sample_rate,
         population=cfg.federation_population,
         offered=offered,
+        trending_sigma=float(trending),
     )
 
 
 @cache
-def _calibrated(target: float, delta: float, sample_rate: float, rounds: int) -> float:
+def _calibrated(target: float, delta: float, sample_rate: float, rounds: int, trending: float) -> float:
     """One PRV calibration per process and setting (a few seconds each; every round asks again)."""
-    return calibrate_noise(target, delta, sample_rate, rounds)
+    prior = [(trending, 1.0, 1)] if trending else []
+    return calibrate_after(prior, target, delta, sample_rate, rounds)

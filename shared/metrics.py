@@ -52,8 +52,13 @@ def popularity_ranking(
     for history in train_histories:
         np.add.at(counts, history, 1.0)
     counts += np.linspace(0, 1e-6, n_items)[::-1]  # deterministic tie-break: catalogue order
+    return list_ranking(np.argsort(-counts, kind="stable"), histories)
+
+
+def list_ranking(order: np.ndarray | list[int], histories: list[list[int]]) -> np.ndarray:
+    """One fixed list (item rows, best first) for every user, their history excluded (e.g. the trending
+    list a new shopper sees); NO_ITEM where the list runs out."""
     ranked = np.full((len(histories), max(KS)), NO_ITEM, dtype=np.int64)
-    order = np.argsort(-counts, kind="stable")
     for row, seen in enumerate(histories):
         seen_set = set(seen)
         top = [i for i in order[: max(KS) + len(seen_set)] if i not in seen_set][: max(KS)]

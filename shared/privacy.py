@@ -75,16 +75,47 @@ def calibrate_noise(
     low = past[-1][0]
     if total(low) <= target_epsilon:
         return float(low)
+    return _smallest_sigma(total, target_epsilon, low)
+
+
+def _smallest_sigma(total, target_epsilon: float, low: float) -> float:
+    """The smallest σ above `low` (which does not fit) with total(σ) ≤ target, to 0.5 %, rounded up."""
     high = low * 1.25
     while total(high) > target_epsilon:  # bracket upwards (terminates: SIGMA_MAX fits)
         low, high = high, min(high * 1.25, SIGMA_MAX)
-    while high / low > 1.005:  # geometric bisection: σ to 0.5 %, each ε evaluation ~1 s
+    while high / low > 1.005:  # geometric bisection, each ε evaluation ~1 s
         mid = (low * high) ** 0.5
         low, high = (low, mid) if total(mid) <= target_epsilon else (mid, high)
     return float(high)
 
 
 SIGMA_MAX = 100.0
+
+
+def calibrate_after(
+    prior: History, target_epsilon: float, delta: float, sample_rate: float, steps: int
+) -> float:
+    """The smallest σ (PRV, to 0.5 %, rounded up) with ε(prior + `steps` at σ) ≤ target, for a planned
+    history that starts with other releases (federation mode's trending release before its rounds).
+
+    The σ without the prior is a lower bound (adding releases never lowers ε); bisection from there.
+    Raises BudgetSpent when the prior alone reaches the target or no σ up to SIGMA_MAX fits.
+    """
+    fresh = _calibrate_fresh(target_epsilon, delta, sample_rate, steps)
+    if not prior:
+        return fresh
+    past = compact(prior)
+
+    def total(sigma: float) -> float:
+        return epsilon(past + [(sigma, sample_rate, steps)], delta)
+
+    if epsilon(past, delta) >= target_epsilon or total(SIGMA_MAX) > target_epsilon:
+        raise BudgetSpent(
+            f"the releases before training spend ε {epsilon(past, delta):.3f} at δ={delta:g}: no noise"
+            f" multiplier up to {SIGMA_MAX:g} keeps {steps} more steps at or below the target ε"
+            f" {target_epsilon:g}"
+        )
+    return _smallest_sigma(total, target_epsilon, fresh)
 
 
 def _calibrate_fresh(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:

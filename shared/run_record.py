@@ -4,7 +4,7 @@ One file per run, `RUN_DIR/run.json`, written by the ServerApp once the run has 
 published, and read by whatever reports on the run (`fedrec simulate`, the quality benchmark, the
 defaults of `fedrec audit --attack`). It is one JSON object (UTF-8, indented), `RunRecord`:
 
-    version     RUN_RECORD_VERSION (2; 2 added privacy.federation)
+    version     RUN_RECORD_VERSION (3; 2 added privacy.federation, 3 its trending_sigma and trending_released)
     artifact    the published index folder, relative to the run folder (e.g. "index/v0004")
     catalogue   the catalogue file the server published from, as the server was given it
     privacy     `PrivacySummary`: which guarantees hold and each client's ε at the end of the run
@@ -27,8 +27,10 @@ defaults of `fedrec audit --attack`). It is one JSON object (UTF-8, indented), `
                   federation          `FederationSummary` (null unless dp-mode = federation): sigma (of the
                                       sum of the shares), share_sigma, noise_shares (t), sample_rate,
                                       population, offered ("aggregate" with SecAgg+, else "share"), rounds
-                                      (aggregated), epsilon (view -> PRV ε of this run's rounds), epsilon_rdp,
-                                      delta, ledger (the server's ledger file)
+                                      (aggregated), epsilon (view -> PRV ε of this run's rounds and its
+                                      trending release), epsilon_rdp, delta, ledger (the server's ledger
+                                      file), trending_sigma (σ_T of round 0's trending release against the
+                                      offered view, shared/trending.py; 0: none), trending_released
     rounds      one `RoundRecord` per round, in order; round 0 (the model before training) only when
                 the server evaluates centrally
                   round
@@ -61,7 +63,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from shared.durable import write_json
 
-RUN_RECORD_VERSION = 2
+RUN_RECORD_VERSION = 3
 RUN_RECORD = "run.json"
 
 
@@ -102,6 +104,8 @@ class FederationSummary:
     epsilon_rdp: dict[str, float]
     delta: float
     ledger: str
+    trending_sigma: float  # σ_T of round 0's trending release against the offered view (0: none planned)
+    trending_released: bool  # round 0 was aggregated (its ε is in `epsilon`) and the list published
 
 
 @dataclass

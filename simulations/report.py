@@ -36,6 +36,11 @@ def print_summary(summary: dict, out: Path) -> None:
             f" {federation['sample_rate']:g}, PRV, {federation['rounds']} rounds): ε = {views}"
         )
         print("  ('aggregate': a server that sees only the SecAgg+ sum; 'share': one that sees one share)")
+        if federation.get("trending_released"):
+            print(
+                f"  composed over round 0 too: the trending list for new shoppers (σ_T ="
+                f" {federation['trending_sigma']:.3g} against the offered view, every user's votes, q = 1)"
+            )
     elif summary["private"]:
         eps = ", ".join(f"{c}: {e:.2f}" for c, e in summary["epsilon"].items())
         print(

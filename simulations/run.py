@@ -20,16 +20,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
+from shared.artifact import load_artifact
 from shared.config import RunConfig
 from shared.data import user_data
 from shared.durable import write_json
 from shared.embedded import write_node_config
-from shared.metrics import popularity_ranking, ranking_metrics
+from shared.metrics import list_ranking, popularity_ranking, ranking_metrics
 from shared.privacy import NOT_PRIVATE_LABEL
 from shared.run_record import RUN_RECORD, RunRecord
 from shared.schema import load_catalogue, load_events
+from shared.signing import run_public_key
 from simulations.partition import partition_users, split_by_column, write_partitions
 from simulations.shop import ShopConfig, write_shop
 
@@ -206,6 +209,12 @@ def simulate(
     print_problems(record)
     privacy = record.privacy
     central = {r.round: r.central_eval for r in record.rounds}
+    published = load_artifact(record.artifact_path(out), public_key=run_public_key(record.artifact_path(out)))
+    trending = None
+    if published.trending is not None:  # what a new shopper sees, scored on every test user's next item
+        rows = {item_id: row for row, item_id in enumerate(cat["item_id"].astype(str))}
+        order = np.array([rows[i] for i in published.trending.item_ids], dtype=np.int64)
+        trending = ranking_metrics(list_ranking(order, histories), targets, len(cat))
     final, zero_shot = central[cfg.num_server_rounds], central[0]
     summary = {
         "private": cfg.private,
@@ -221,6 +230,7 @@ def simulate(
         "coverage@10": final["test-coverage@10"],
         "baselines": {
             "popularity": _pick(popularity),
+            **({"trending": _pick(trending)} if trending else {}),  # the DP list a new shopper sees
             "zero_shot": {k.removeprefix("test-"): v for k, v in zero_shot.items() if k.startswith("test-")},
         },
         "noise": privacy.noise,

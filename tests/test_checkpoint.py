@@ -17,11 +17,12 @@ from audit.ledgers import main as audit_main
 from server import app as server_app
 from server.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError
 from server.federation import ServerStep
+from shared.artifact import load_artifact
 from shared.config import RunConfig
 from shared.ledger import LEDGER_NAME, Ledger, LedgerError, retry_key
 from shared.privacy import epsilon
 from shared.run_record import RUN_RECORD, RunRecord
-from shared.signing import generate_key
+from shared.signing import ensure_key_pair, generate_key, run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
@@ -163,7 +164,9 @@ def test_a_server_crashed_before_checkpointing_round_2_resumes_it_in_a_new_run(t
     assert first["round"] == 1 and not first["finished"]
     training = first["training"]
     server = Ledger(out / "server" / LEDGER_NAME)
-    assert [(r.run, r.round) for r in server.releases()] == [(training, 1), (training, 2)]
+    assert [(r.run, r.round) for r in server.releases()] == [(training, 0), (training, 1), (training, 2)]
+    trending = Checkpoint.load(out / "server" / CHECKPOINT_NAME, ensure_key_pair(out / "server")).trending
+    assert trending is not None and trending.training == training  # round 0's list, kept for publication
 
     monkeypatch.setattr(Checkpoint, "save", save)
     simulate(out, num_clients=2, catalogue=str(catalogue), events=str(events), overrides=overrides)
@@ -175,18 +178,24 @@ def test_a_server_crashed_before_checkpointing_round_2_resumes_it_in_a_new_run(t
     assert last["run"] != training  # written by the second run
 
     releases = server.releases()
-    retry = releases[2].run
+    retry = releases[3].run
     assert retry.startswith(f"{training}~") and retry != f"{training}~{training}"
-    assert [(r.run, r.round) for r in releases] == [(training, 1), (training, 2), (retry, 2), (training, 3)]
+    # round 0's trending release once (the resumed run publishes the list it kept, never releases again)
+    done = [(training, 0), (training, 1), (training, 2), (retry, 2), (training, 3)]
+    assert [(r.run, r.round) for r in releases] == done
     fed = record.privacy.federation
-    assert fed.rounds == 4  # all four releases, before and after the restart
-    assert fed.epsilon["share"] == pytest.approx(epsilon([(fed.share_sigma, fed.sample_rate, 4)], 1e-5))
+    assert fed.rounds == 4 and fed.trending_released  # all four releases, before and after the restart
+    history = [(fed.trending_sigma, 1.0, 1), (fed.share_sigma, fed.sample_rate, 4)]
+    assert fed.epsilon["share"] == pytest.approx(epsilon(history, 1e-5))
     for i in range(2):
         client = Ledger(out / "clients" / f"client-{i}" / LEDGER_NAME).releases()
-        assert [(r.run, r.round) for r in client] == [(training, 1), (training, 2), (retry, 2), (training, 3)]
+        assert [(r.run, r.round) for r in client] == done
         assert record.privacy.epsilon[f"client-{i}"] == pytest.approx(client[-1].epsilon_prv)
-        assert record.rounds[1].epsilon[f"client-{i}"] == pytest.approx(client[0].epsilon_prv)
+        assert record.rounds[0].epsilon[f"client-{i}"] == pytest.approx(client[0].epsilon_prv)
+        assert record.rounds[1].epsilon[f"client-{i}"] == pytest.approx(client[1].epsilon_prv)
+    published = load_artifact(out / record.artifact, public_key=run_public_key(out / record.artifact))
+    assert published.trending == trending
     assert audit_main(out) == 0  # receipts of both runs match the ledgers
     with pytest.raises(CheckpointError, match="field 'finished'"):  # a finished training: not again
         simulate(out, num_clients=2, catalogue=str(catalogue), events=str(events), overrides=overrides)
-    assert len(server.releases()) == 4
+    assert len(server.releases()) == 5

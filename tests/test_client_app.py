@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import PARTNER_MODE  # tests/ is on sys.path under pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict, recorddict_to_fitres
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
@@ -28,11 +29,12 @@ from client.policy import PartnerPolicy, terms
 from shared.adapters import ADAPTER_NAMES, WEIGHT, from_record, to_record
 from shared.config import RunConfig
 from shared.federation import federation_noise
-from shared.ledger import Ledger
+from shared.ledger import TRAINING_KEY, Ledger
 from shared.model import Recommender
 from shared.privacy import epsilon
 from shared.report import PrivacyReport
 from shared.schema import load_catalogue
+from shared.trending import RELEASE_KEY, TRENDING_ARRAY, TRENDING_RELEASE, TRENDING_ROUND, vote_totals
 from simulations.shop import ShopConfig, write_shop
 
 SMALL = {**PARTNER_MODE, "local-steps": 2, "batch-size": 8, "num-server-rounds": 3}
@@ -280,3 +282,61 @@ def test_federation_mode_partner_refuses_before_spending(shop, tmp_path, node, w
     reply = _ask(_context(shop, tmp_path, 0, node=node, **FEDERATION), initial)
     assert reply.has_error() and reply.error.code == TERMS_REFUSED and why in reply.error.reason
     assert not (tmp_path / "partner-0" / "privacy-ledger.jsonl").exists()  # nothing spent
+
+
+def _ask_trending(context: Context, n_items: int) -> Message:
+    config = {"server-round": TRENDING_ROUND, RELEASE_KEY: TRENDING_RELEASE, TRAINING_KEY: "training-1"}
+    arrays = ArrayRecord({TRENDING_ARRAY: Array(np.zeros(n_items, dtype=np.float32))})
+    request = Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord(config)}), dst_node_id=1, message_type="train"
+    )
+    return make_app()(request, context)
+
+
+def test_trending_release_is_a_noised_share_behind_a_round_0_ledger_line(shop, tmp_path):
+    """Round 0's reply (shared/trending.py) from two partners with different data: its clear part is the
+    same (public); its one array is (the partner's vote totals + a secret share of σ_T/√t) / N, ledgered
+    as round 0 at σ_T under the partner's view, q 1, clip 1, before it left."""
+    cfg = RunConfig.from_flower({**SMALL, **FEDERATION})
+    noise = federation_noise(cfg)
+    catalogue = load_catalogue(shop[0])
+    cleartext = []
+    for data in (0, 1):
+        context = _context(shop, tmp_path / str(data), data, **FEDERATION)
+        replies = [_ask_trending(context, len(catalogue)) for _ in range(2)]
+        cleartext.append(_clear_part(replies[0]))
+        assert list(replies[0].content["arrays"].keys()) == [TRENDING_ARRAY]  # nothing else leaves
+        report = PrivacyReport.from_record(dict(replies[0].content["privacy"]))
+        assert (report.round, report.sample_rate, report.steps, report.max_grad_norm) == (0, 1.0, 1, 1.0)
+        assert report.noise_multiplier == pytest.approx(noise.trending_share_sigma)  # no SecAgg+: one share
+        releases = Ledger(tmp_path / str(data) / f"partner-{data}" / "privacy-ledger.jsonl").releases()
+        assert [(r.round, r.sample_rate, r.max_grad_norm) for r in releases] == [(0, 1.0, 1.0)] * 2
+        assert releases[1].run != releases[0].run  # asked again (a restarted server): a retry, counted again
+        log = pd.read_csv(shop[1][data])
+        position = {item: row for row, item in enumerate(catalogue["item_id"].astype(str))}
+        histories = [
+            [position[str(i)] for i in g.sort_values("timestamp")["item_id"]][:-2]  # the training split
+            for _, g in log.groupby("user_id")
+        ]
+        exact = vote_totals(histories, len(catalogue), cfg.trending_items_per_user)
+        got = [
+            r.content["arrays"][TRENDING_ARRAY].numpy().astype(np.float64) * noise.population for r in replies
+        ]
+        assert not np.allclose(got[0], got[1])  # fresh secret noise each time
+        for values in got:  # the partner's own totals, under noise of std σ_T/√t (float32 transport)
+            assert np.std(values - exact) == pytest.approx(noise.trending_share_sigma, rel=0.25)
+            assert abs(np.mean(values - exact)) < 4 * noise.trending_share_sigma / np.sqrt(len(exact))
+    assert cleartext[0] == cleartext[1], "a value in the reply depends on the partner's private data"
+
+
+def test_a_partner_refuses_the_trending_release_when_release_and_plan_pass_its_ceiling(shop, tmp_path):
+    cfg = RunConfig.from_flower({**SMALL, **FEDERATION})
+    noise = federation_noise(cfg)
+    plan = [(noise.trending_share_sigma, 1.0, 1), (noise.share_sigma, 0.1, cfg.num_server_rounds)]
+    ceiling = epsilon(plan, cfg.delta)
+    below = _context(shop, tmp_path, 0, node={"max-epsilon": ceiling * 0.99}, **FEDERATION)
+    reply = _ask_trending(below, len(load_catalogue(shop[0])))
+    assert reply.has_error() and reply.error.code == TERMS_REFUSED and "max-epsilon" in reply.error.reason
+    assert not (tmp_path / "partner-0" / "privacy-ledger.jsonl").exists()  # refused before spending
+    above = _context(shop, tmp_path, 0, node={"max-epsilon": ceiling * 1.01}, **FEDERATION)
+    assert not _ask_trending(above, len(load_catalogue(shop[0]))).has_error()

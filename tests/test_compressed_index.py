@@ -87,7 +87,7 @@ def test_large_catalogues_get_the_compressed_index():
 def test_a_compressed_artifact_loads_with_its_exact_rows(compressed, inputs):
     art = load_artifact(compressed, public_key=KEY.public_key())
     manifest = art.manifest
-    assert manifest["index_type"] == "IndexIVFPQ" and manifest["format_version"] == 3
+    assert manifest["index_type"] == "IndexIVFPQ" and manifest["format_version"] == 4
     assert manifest["index_params"] == {"nlist": 32, "M": 55, "nbits": 8, "nprobe": 32, "rerank": 10}
     assert ROWS_FILE in manifest["files"] and (compressed / ROWS_FILE).is_file()
     assert art.rerank == 10 and art.index.nprobe == 32

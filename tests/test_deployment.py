@@ -1,9 +1,12 @@
 """A real deployment on loopback, as the README's "Deploy" section walks an operator through it.
 
-A SuperLink with TLS and SuperNode authentication, three registered SuperNodes, each reading only its own
+A SuperLink with TLS and SuperNode authentication, four registered SuperNodes, each reading only its own
 partner's log and keeping its own state folder, run a tiny two-round federation launched with `flwr run`;
-the server publishes a signed index. A SuperNode whose key is not registered, and one that will not speak
-TLS, are refused. Every process the test starts is stopped by the test, by PID (its whole process tree:
+the server publishes a signed index. The fourth partner's log is unusable: its own node says why and
+refuses, every round, and the three others train. A SuperNode whose key is not registered, and one that
+will not speak TLS, are refused. In another federation a SuperNode killed mid-round rejoins a later round
+and a ServerApp killed after round 1 resumes (one training, both crashes); `flwr run .` as shipped trains
+on the embedded shop. Every process a test starts is stopped by the test, by PID (its whole process tree:
 the SuperLink starts a SuperExec and the ServerApp in their own sessions), and every wait is bounded.
 Only 127.0.0.1 is used. Select with `-m deployment`.
 """
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +33,6 @@ from audit.ledgers import passed as audit_passed
 from fedrec.deploy import (
     RunFailed,
     flower_env,
-    flwr,
     make_certs,
     make_keys,
     register_node,
@@ -125,7 +128,8 @@ def federation(tmp_path):
         log[log["user_id"].isin(users)].to_csv(folder / "events.csv", index=False)
         partners.append(folder)
     certs = make_certs(tmp_path / "certs")
-    keys = make_keys(tmp_path / "keys", PARTNERS + 1)  # the last one is never registered
+    # one more for the TLS test's partner with an unusable log; the last one is never registered
+    keys = make_keys(tmp_path / "keys", PARTNERS + 2)
     port = _free_port()
     home = tmp_path / "flwr-home"
     home.mkdir()
@@ -209,6 +213,18 @@ def _supernode(fed, index: int, key: int, extra: tuple[str, ...] = (), tls: bool
     )  # fmt: skip
 
 
+def _register(fed, count: int) -> list[int]:
+    """`flwr supernode register` for the first `count` keys, side by side: their node IDs, in key order."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda key: register_node(key[1], "fedrec", fed["env"]), fed["keys"][:count]))
+
+
+def _activations(fed, node_id: int) -> int:
+    """How often the SuperLink activated SuperNode `node_id` (registered or offline -> online), as it logs."""
+    lines = (fed["tmp"] / "superlink.log").read_text(errors="replace").splitlines()
+    return sum(line.rstrip().endswith(f"[Fleet.ActivateNode] Activated node_id={node_id}") for line in lines)
+
+
 def _completed(run_id: int, connection: str | None, env: dict[str, str], **bounds: float) -> bool:
     """Whether the run completed; if it did not, its log's end is shown (pytest prints it on failure)."""
     try:
@@ -226,22 +242,31 @@ def _refused(proc: subprocess.Popen, within: float = 90) -> int:
         pytest.fail(f"{proc.args[0]} still running after {within:.0f} s: not refused")
 
 
-def test_tls_authenticated_deployment_publishes_an_index(federation):
+def test_tls_authenticated_deployment_publishes_an_index_and_a_bad_partner_fails_alone(federation):
+    """Four registered SuperNodes; partner 3's log is unusable: its own node says why (file and column),
+    every round, and refuses; the three others train both rounds and the index is published. A SuperNode
+    whose key is not registered, and one that will not speak TLS, are refused."""
     fed = federation
     started = time.monotonic()
+    bad = fed["tmp"] / "partner-3"  # a fourth partner, whose log has no user_id / item_id / timestamp
+    bad.mkdir()
+    (bad / "events.csv").write_text("when,who\nyesterday,someone\n")
+    fed["partners"].append(bad)
+    assert len(fed["partners"]) == 4 and len(fed["keys"]) == 5
     _superlink(fed)
-    for index in range(PARTNERS):
-        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
-    for index in range(PARTNERS):
+    _register(fed, 4)
+    for index in range(4):
         _supernode(fed, index, key=index)
 
     # refused: a key nobody registered; and a SuperNode that will not speak TLS
     retries = ("--max-retries", "2", "--max-wait-time", "20")
-    unregistered = _supernode(fed, 0, key=PARTNERS, extra=retries)
+    unregistered = _supernode(fed, 0, key=4, extra=retries)
     plaintext = _supernode(fed, 1, key=1, extra=retries, tls=False)
 
     run_dir = fed["tmp"] / "server-run"
-    config = f'{TINY} min-clients=3 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
+    # min-clients: the SuperNodes online before each round (partner-level DP needs no number of replies),
+    # so that all four, the bad one too, are asked every round
+    config = f'{TINY} min-clients=4 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
     run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
     assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
 
@@ -251,16 +276,22 @@ def test_tls_authenticated_deployment_publishes_an_index(federation):
     published = record.artifact_path(run_dir)
     artifact = load_artifact(published, public_key=run_public_key(published))
     assert published.name == "v0002" and artifact.manifest["round"] == 2
-    for index, partner in enumerate(fed["partners"]):  # each partner's state stays in its own folder
+    for index, partner in enumerate(fed["partners"][:PARTNERS]):  # each one's state stays in its own folder
         ledger = Ledger(partner / "state" / LEDGER_NAME)
         assert [r.round for r in ledger.releases()] == [1, 2]
         assert not (run_dir / "clients" / f"partner-{index}").exists()
 
+    for r in record.rounds:  # the bad partner's refusal reaches the server, no more
+        assert any("partner-3: not taking part" in reason for reason in r.skipped)
+    assert not (bad / "state" / LEDGER_NAME).exists()
+    log = (fed["tmp"] / "supernode-3-key-3.log").read_text(errors="replace")
+    assert "partner-3: fedrec check: unusable: events.csv, column 'user_id': missing required column" in log
+
     assert _refused(unregistered) != 0
     assert _refused(plaintext) != 0
     activated = (fed["tmp"] / "superlink.log").read_text().count("[Fleet.ActivateNode] Activated node_id")
-    assert activated == PARTNERS  # neither refused SuperNode ever joined
-    print(f"deployment: 3 SuperNodes x 2 rounds, TLS + auth, in {time.monotonic() - started:.0f} s")
+    assert activated == 4  # the bad partner's SuperNode joined; neither refused SuperNode ever did
+    print(f"deployment: 4 SuperNodes (1 bad) x 2 rounds, TLS + auth, in {time.monotonic() - started:.0f} s")
 
 
 def _local_superlinks(home: Path) -> list[int]:
@@ -300,7 +331,7 @@ def test_flwr_run_as_shipped_trains_on_the_embedded_shop(tmp_path):
         assert load_artifact(published, public_key=run_public_key(published)).manifest["round"] == 1
         for index in range(2):  # both simulated partners trained, each on the share it derived
             ledger = Ledger(run_dir / "clients" / f"client-{index}" / LEDGER_NAME)
-            assert [r.round for r in ledger.releases()] == [1]
+            assert [r.round for r in ledger.releases()] == [0, 1]  # round 0: the trending list's release
         assert record.catalogue == str(run_dir / "data" / "catalogue.csv")  # the embedded shop
         took = time.monotonic() - started
 
@@ -312,62 +343,6 @@ def test_flwr_run_as_shipped_trains_on_the_embedded_shop(tmp_path):
         _stop_pids(superlinks + _local_superlinks(home))
         shutil.rmtree(ray, ignore_errors=True)
     print(f"flwr run . (embedded shop, 2 SuperNodes, 1 round): {took:.0f} s")
-
-
-def test_a_supernode_killed_mid_round_rejoins_a_later_round(federation):
-    """Three SuperNodes, two needed, four rounds (a slow restart still finds a round to rejoin): one killed
-    (SIGKILL) while it trains round 1, its release reserved in its ledger; the SuperLink reports it
-    unavailable once its heartbeats stop, the two others go on. Restarted at once it is refused (the
-    SuperLink still counts it online); restarted with the same key and state folder once the SuperLink
-    counts it offline, it trains the later rounds, and its ledger shows each round it trained once."""
-    fed = federation
-    started = time.monotonic()
-    _superlink(fed)
-    ids = [register_node(fed["keys"][i][1], "fedrec", fed["env"]) for i in range(PARTNERS)]
-    nodes = [_supernode(fed, index, key=index) for index in range(PARTNERS)]
-
-    run_dir = fed["tmp"] / "server-run"
-    rejoin_rounds = TINY.replace("num-server-rounds=2", "num-server-rounds=4")
-    config = f'{rejoin_rounds} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
-    run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
-    victim = fed["partners"][2] / "state" / LEDGER_NAME
-    deadline = time.monotonic() + 240
-    while not (victim.exists() and Ledger(victim).releases()):  # it has begun training round 1
-        assert time.monotonic() < deadline, "partner-2 never started round 1"
-        time.sleep(0.5)
-    crashed = {pid: _started_at(pid) for pid in process_tree(nodes[2].pid)}  # SuperNode, SuperExec, ClientApp
-    _signal(crashed, signal.SIGKILL)  # a crash: no goodbye to the SuperLink, only missing heartbeats
-    nodes[2].wait(timeout=10)
-
-    # its last heartbeat (every ~24 s) holds it online for 60 s: restarted now, it is refused and exits
-    too_soon = _supernode(fed, 2, key=2)
-    assert _refused(too_soon, within=60) != 0
-    refusal = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
-    assert "[code: 2004] Failed to activate SuperNode" in refusal  # not retried: exit code 305
-    wait_until_offline(ids[2], "fedrec", fed["env"], timeout=150)
-    assert _checkpointed(run_dir) <= 3, "the run ended before partner-2 could come back"
-    _supernode(fed, 2, key=2)  # the same key, the same node-config and state folder
-
-    assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
-    record = RunRecord.load(run_dir / RUN_RECORD)
-    assert [r.round for r in record.rounds] == [1, 2, 3, 4]
-    for partner in fed["partners"][:2]:
-        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2, 3, 4]
-    releases = Ledger(victim).releases()
-    rounds = [r.round for r in releases]
-    assert all(r.run == str(run_id) for r in releases)  # one training, its ledger intact across the crash
-    assert rounds[0] == 1 and rounds == sorted(set(rounds))  # round 1 reserved, then each round once
-    assert rounds[1:] and rounds[-1] == 4, f"partner-2 did not rejoin: its ledger has rounds {rounds}"
-    assert [r.round for r in record.rounds[1:] if "partner-2" in r.epsilon] == rounds[1:]
-    assert record.artifact_path(run_dir).name == "v0004"
-    print(f"deployment with a SuperNode killed mid-round and rejoining: {time.monotonic() - started:.0f} s")
-
-
-def _register_and_start(fed, count: int) -> list[subprocess.Popen]:
-    _superlink(fed)
-    for index in range(count):
-        flwr(["supernode", "register", str(fed["keys"][index][1]), "fedrec"], fed["env"], timeout=60)
-    return [_supernode(fed, index, key=index) for index in range(count)]
 
 
 def _running(pid: int, started: str | None) -> bool:
@@ -392,18 +367,38 @@ def _wait_for(condition, within: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
-    """The ServerApp process is SIGKILLed once round 1 is checkpointed. A new run on the same run folder
-    with a tampered checkpoint is refused; with the checkpoint as written it resumes at round 2 and ends
-    after the planned 3 rounds, each partner's ledger one sequence of rounds of one training, ε composed
-    over both runs, the server's receipts matching the ledgers."""
+def test_a_supernode_killed_mid_round_rejoins_and_a_server_killed_after_round_1_resumes(federation):
+    """One training, two crashes. Three SuperNodes, two needed, three rounds. Partner-2's SuperNode is
+    killed (SIGKILL) while it trains round 1, its release reserved in its ledger; the SuperLink reports it
+    unavailable once its heartbeats stop, the two others go on. Restarted at once it is refused (the
+    SuperLink still counts it online). The ServerApp process is SIGKILLed once round 1 is checkpointed.
+    Partner-2 is restarted with the same key and state folder once the SuperLink counts it offline. A new
+    run on the same run folder with a tampered checkpoint is refused; with the checkpoint as written it
+    resumes at round 2 and ends after the planned 3 rounds: partner-2 trains the later rounds, each
+    partner's ledger is one sequence of rounds of one training (partner-2's: round 1 reserved, then each
+    round it trained once), ε composed over both runs, the server's receipts matching the ledgers."""
     fed = federation
     started = time.monotonic()
-    _register_and_start(fed, 2)
+    _superlink(fed)
     superlink_pid = fed["procs"][0].pid
+    ids = _register(fed, PARTNERS)
+    nodes = [_supernode(fed, index, key=index) for index in range(PARTNERS)]
     run_dir = fed["tmp"] / "server-run"
     config = f'{THREE_ROUNDS} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
     first = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
+
+    victim = fed["partners"][2] / "state" / LEDGER_NAME
+    _wait_for(lambda: victim.exists() and Ledger(victim).releases(), 240, "partner-2 training round 1")
+    crashed = {pid: _started_at(pid) for pid in process_tree(nodes[2].pid)}  # SuperNode, SuperExec, ClientApp
+    _signal(crashed, signal.SIGKILL)  # a crash: no goodbye to the SuperLink, only missing heartbeats
+    nodes[2].wait(timeout=10)
+    # its last heartbeat (every ~24 s) holds it online for 60 s: restarted now, it is refused and exits
+    too_soon = _supernode(fed, 2, key=2)
+    assert _refused(too_soon, within=60) != 0
+    refusal = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
+    assert "[code: 2004] Failed to activate SuperNode" in refusal  # not retried: exit code 305
+
+    # round 1 ends once the SuperLink answers for partner-2 as unavailable; then the server dies
     _wait_for(lambda: _checkpointed(run_dir) >= 1, 300, "round 1 checkpointed")
     serverapps = {
         pid: _started_at(pid)
@@ -414,6 +409,9 @@ def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
     _signal(serverapps, signal.SIGKILL)  # the server dies: no goodbye, no last checkpoint
     _wait_for(lambda: not any(_running(p, s) for p, s in serverapps.items()), 10, "the ServerApp gone")
     assert _checkpointed(run_dir) == 1  # killed before round 2 was checkpointed (3 s a round at least)
+
+    wait_until_offline(ids[2], "fedrec", fed["env"], timeout=150)
+    _supernode(fed, 2, key=2)  # the same key, the same node-config and state folder
 
     path = run_dir / "server" / CHECKPOINT_NAME
     written = path.read_bytes()
@@ -426,12 +424,15 @@ def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
     assert f"{path}: field 'signature' does not verify" in run_logs(refused, "fedrec", fed["env"])
     path.write_bytes(written)
 
+    # partner-2 back before the resumed run's first round: it rejoins the later rounds of the training
+    _wait_for(lambda: _activations(fed, ids[2]) == 2, 60, "partner-2 back online")
     resumed = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
     assert _completed(resumed, "fedrec", fed["env"], timeout=420, pending_timeout=90)
     assert f"resuming training {first} after round 1 of 3" in run_logs(resumed, "fedrec", fed["env"])
     record = RunRecord.load(run_dir / RUN_RECORD)
     assert [r.round for r in record.rounds] == [1, 2, 3]
-    assert all(sorted(r.epsilon) == ["partner-0", "partner-1"] for r in record.rounds)  # round 1: restored
+    assert sorted(record.rounds[0].epsilon) == ["partner-0", "partner-1"]  # round 1: restored, no partner-2
+    assert all({"partner-0", "partner-1"} <= set(r.epsilon) for r in record.rounds)
     saved = json.loads(path.read_text())
     assert (saved["training"], saved["run"], saved["round"], saved["finished"]) == (
         str(first),
@@ -440,8 +441,8 @@ def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
         True,
     )
     assert record.artifact_path(run_dir).name == "v0003"
-    ledgers = [partner / "state" / LEDGER_NAME for partner in fed["partners"][:2]]
-    for name, ledger in zip(("partner-0", "partner-1"), ledgers, strict=True):
+    ledgers = [partner / "state" / LEDGER_NAME for partner in fed["partners"]]
+    for name, ledger in zip(("partner-0", "partner-1"), ledgers[:2], strict=True):
         releases = Ledger(ledger).releases()
         assert all(of_training(r.run, str(first)) for r in releases)  # one training, across two runs
         assert [r.round for r in releases if r.run == str(first)] == [1, 2, 3]  # round 1 recorded once
@@ -451,32 +452,13 @@ def test_a_server_killed_after_round_1_resumes_at_round_2(federation):
         assert record.privacy.epsilon[name] == pytest.approx(spent)  # composed over both runs
         assert record.rounds[0].epsilon[name] == pytest.approx(releases[0].epsilon_prv)
         assert releases[0].epsilon_prv < spent
+    releases = Ledger(victim).releases()
+    rounds = [r.round for r in releases]
+    assert all(r.run == str(first) for r in releases)  # one training, its ledger intact across the crashes
+    assert rounds[0] == 1 and rounds == sorted(set(rounds))  # round 1 reserved, then each round once
+    assert rounds[1:] and rounds[-1] == 3, f"partner-2 did not rejoin: its ledger has rounds {rounds}"
+    assert [r.round for r in record.rounds[1:] if "partner-2" in r.epsilon] == rounds[1:]
     receipts = run_dir / "server" / "receipts.jsonl"  # those of both runs match the partners' ledgers
     assert audit_passed(audit(fed["tmp"], ledgers=ledgers, receipts=receipts))
-    print(f"deployment: server killed after round 1 and resumed: {time.monotonic() - started:.0f} s")
-
-
-def test_a_bad_partner_fails_alone_on_its_own_node(federation):
-    """Partner 2's log is unusable: its own node says why (file and column), every round, and refuses;
-    the two others train both rounds and the index is published."""
-    fed = federation
-    started = time.monotonic()
-    bad = fed["partners"][2] / "events.csv"
-    bad.write_text("when,who\nyesterday,someone\n")  # no user_id / item_id / timestamp columns
-    _register_and_start(fed, PARTNERS)
-    run_dir = fed["tmp"] / "server-run"
-    config = f'{TINY} min-clients=2 run-dir="{run_dir}" catalogue="{fed["catalogue"]}"'
-    run_id = start_run(str(Path.cwd()), "fedrec", [config], fed["env"])
-    assert _completed(run_id, "fedrec", fed["env"], timeout=420, pending_timeout=90)
-    record = RunRecord.load(run_dir / RUN_RECORD)
-    assert [r.round for r in record.rounds] == [1, 2]
-    for partner in fed["partners"][:2]:
-        assert [r.round for r in Ledger(partner / "state" / LEDGER_NAME).releases()] == [1, 2]
-    for r in record.rounds:  # the bad partner's refusal reaches the server, no more
-        assert any("partner-2: not taking part" in reason for reason in r.skipped)
-    assert sorted(record.privacy.epsilon) == ["partner-0", "partner-1"]
-    assert not (fed["partners"][2] / "state" / LEDGER_NAME).exists()
-    log = (fed["tmp"] / "supernode-2-key-2.log").read_text(errors="replace")
-    assert "partner-2: fedrec check: unusable: events.csv, column 'user_id': missing required column" in log
-    assert record.artifact_path(run_dir).name == "v0002"
-    print(f"deployment: a partner with a bad log: {time.monotonic() - started:.0f} s")
+    took = time.monotonic() - started
+    print(f"deployment: a SuperNode killed and rejoining, the server killed and resumed: {took:.0f} s")

@@ -7,6 +7,7 @@ The artifact is test_device.py's (its fixtures, imported), so it is built the sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,13 +70,12 @@ def device(published, tmp_path_factory) -> Device:
     return Device(published, publisher_key=KEY.public_key(), state_dir=tmp_path_factory.mktemp("state"))
 
 
-@pytest.fixture(scope="module")
-def server(published, tmp_path_factory):
-    """`fedrec serve` on a free loopback port, in its own process; stopped by its PID afterwards."""
-    home = tmp_path_factory.mktemp("home")  # the device state (~/.fedrec/device) lands there
+@contextlib.contextmanager
+def serving(artifact: Path, key: Path, home: Path) -> Iterator[Server]:
+    """`fedrec serve` of `artifact` (pinning `key`) on a free loopback port, in its own process, with
+    `home` as its HOME (the device state, ~/.fedrec/device, lands there); stopped by its PID afterwards."""
     port, log = free_port(), home / "serve.log"
-    key = published.parent / "server" / "publisher.pub"
-    argv = [sys.executable, "-m", "fedrec.cli", "serve", "--artifact", str(published), "--port", str(port)]
+    argv = [sys.executable, "-m", "fedrec.cli", "serve", "--artifact", str(artifact), "--port", str(port)]
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -99,6 +100,13 @@ def server(published, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(published, tmp_path_factory):
+    key = published.parent / "server" / "publisher.pub"
+    with serving(published, key, tmp_path_factory.mktemp("home")) as server:
+        yield server
 
 
 def same(answer: list[dict], recs) -> None:
@@ -209,7 +217,7 @@ BAD = [  # (method, path, body, status, what the error says)
     ("POST", "/api/search", {"query": "t", "filters": {"min_price": 9, "max_price": 1}}, 400, "min_price 9"),
     ("POST", "/api/search", {"query": "t", "filters": {"color": ["red"]}}, 400, "filters must be an object"),
     ("POST", "/api/search", {"query": "t", "filters": {"brands": ["Nobody"]}}, 400, "no published item"),
-    ("POST", "/api/recommend", {}, 400, "missing or empty history"),
+    ("POST", "/api/recommend", {}, 400, "empty history: there is nothing to recommend from, and the"),
     ("POST", "/api/recommend", {"history": "i000"}, 400, "history must be a list of item id strings"),
     ("POST", "/api/recommend", {"history": ["i000"] * 1001}, 400, "holds 1001 ids; at most 1000"),
     ("POST", "/api/recommend", [1, 2], 400, "must be a JSON object"),

@@ -119,8 +119,13 @@ def test_sigma_meets_the_target_under_the_view_the_run_offers(secure):
     cfg = RunConfig.from_flower({**FED, "secure-aggregation": secure, "target-epsilon": 4.0})
     noise = federation_noise(cfg)
     assert noise.offered == (AGGREGATE if secure else SHARE)
-    eps = noise.epsilons(cfg.num_server_rounds, cfg.delta)
+    eps = noise.epsilons(cfg.num_server_rounds, cfg.delta, trending=True)  # round 0's release counted too
     assert 0.97 * 4.0 <= eps[noise.offered] <= 4.0
+    alone = federation_noise(
+        RunConfig.from_flower({**FED, "secure-aggregation": secure, "trending-items": 0})
+    )
+    assert noise.sigma > alone.sigma  # the trending release leaves less budget for the rounds
+    assert noise.epsilons(cfg.num_server_rounds, cfg.delta)[noise.offered] < eps[noise.offered]
     if secure:  # one share alone carries σ/√t: the server colluding with the others learns more
         assert noise.share_sigma == pytest.approx(noise.sigma / math.sqrt(3))
         assert eps[SHARE] > eps[AGGREGATE]

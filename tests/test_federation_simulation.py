@@ -1,12 +1,15 @@
 """Federation mode on the real Flower simulation engine: 3 clients on a tiny shop, both aggregation paths.
 
 With SecAgg+ the server sees only the mean of the replies; on the message-API path it sees each one.
-Either way: every client's ledger holds one release per round at σ under its view and the federation's
-rate q; the server's ledger holds one per aggregated round; the run record's federation summary gives
-ε per view, equal to the accountant's over those rounds; the audit passes; the index is published.
+Either way: every client's ledger holds round 0's trending release (σ_T under its view, q 1) and one
+release per round at σ under its view and the federation's rate q; the server's ledger holds the same
+rounds; the run record's federation summary gives ε per view, equal to the accountant's over all of
+them; the audit passes; the index is published with its trending list.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -49,15 +52,20 @@ def test_federation_round_trip(shop, tmp_path, secure, sequence_layers, capsys):
     assert fed.offered == view
     assert fed.population == summary["config"]["federation-population"] == sum(summary["data"]["declared"])
     sigma = fed.sigma if secure else fed.share_sigma
-    assert fed.epsilon[view] == pytest.approx(epsilon([(sigma, fed.sample_rate, ROUNDS)], 1e-5))
+    trending_sigma = 10.0 if secure else 10.0 / math.sqrt(3)  # σ_T of the sum; one share's without SecAgg+
+    assert fed.trending_released and fed.trending_sigma == pytest.approx(trending_sigma)
+    history = [(fed.trending_sigma, 1.0, 1), (sigma, fed.sample_rate, ROUNDS)]
+    assert fed.epsilon[view] == pytest.approx(epsilon(history, 1e-5))
     assert fed.epsilon[view] <= 4.0
     server = Ledger(tmp_path / "server" / "privacy-ledger.jsonl").releases()
-    assert [r.round for r in server] == list(range(1, ROUNDS + 1))
+    assert [r.round for r in server] == list(range(0, ROUNDS + 1))
     for i in range(3):
         releases = Ledger(tmp_path / "clients" / f"client-{i}" / "privacy-ledger.jsonl").releases()
-        assert [(r.round, r.steps) for r in releases] == [(k, 1) for k in range(1, ROUNDS + 1)]
-        assert [r.noise_multiplier for r in releases] == pytest.approx([sigma] * ROUNDS)
-        assert {r.sample_rate for r in releases} == {fed.sample_rate}
+        assert [(r.round, r.steps) for r in releases] == [(k, 1) for k in range(0, ROUNDS + 1)]
+        assert [r.noise_multiplier for r in releases] == pytest.approx(
+            [fed.trending_sigma] + [sigma] * ROUNDS
+        )
+        assert [r.sample_rate for r in releases] == [1.0] + [fed.sample_rate] * ROUNDS
         assert summary["epsilon"][f"client-{i}"] == pytest.approx(fed.epsilon[view], rel=1e-6)
     assert all(not r.refused and not r.skipped for r in record.rounds)
     assert audit_main(tmp_path) == 0
@@ -68,4 +76,7 @@ def test_federation_round_trip(shop, tmp_path, secure, sequence_layers, capsys):
         k for k, v in artifact.trainable_state.items() if k.startswith("sequence.") and v.abs().max() > 0
     ]
     assert ("sequence.out.weight" in moved) == bool(sequence_layers)  # the residual trained and was published
+    assert artifact.trending is not None and len(artifact.trending.item_ids) == 50
+    assert 0 <= summary["baselines"]["trending"]["recall@10"] <= 1  # what a new shopper gets, scored
+    assert artifact.trending.private and artifact.trending.noise_multiplier == pytest.approx(trending_sigma)
     capsys.readouterr()

@@ -123,7 +123,7 @@ def test_published_sequence_model_ranks_on_the_device_as_the_model_does(tmp_path
         model, catalogue, tmp_path / "index", server_round=1, info={"private": False}, signing_key=key
     )
     device = Device(root, publisher_key=key.public_key(), state_dir=tmp_path / "device")
-    assert device.artifact.manifest["format_version"] == FORMAT_VERSION == 3
+    assert device.artifact.manifest["format_version"] == FORMAT_VERSION == 4
     space = model.item_space(model.encode_texts(item_texts(catalogue)))
     history = histories[0][:4]
     expected = model.user_rows(model.user_vectors(space, [history])) @ model.item_rows(space).T

@@ -11,7 +11,8 @@ the same files, the same Ed25519 signature over the manifest, the same publish l
 accepted the base round takes it as newer, never as a rollback. The base must verify under the key
 that signs the new version: one cannot append to someone else's publication. Nothing private is read:
 the catalogue is public and so is the artifact, so the privacy summary (`info`) carries over verbatim,
-with a note of what was added.
+with a note of what was added, and so does the trending list (`trending.json`, format 4), unchanged: a
+new item has no votes, and its items are all still published.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def add_items(
         info=info,
         signing_key=key,
         index_type=index_type,
+        trending=base.trending,
     )
 
 

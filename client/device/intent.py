@@ -16,11 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 ITEM, TERM, QUERY = "item", "term", "query"  # what a part is: a history item, a query word, a past query
+TRENDING = "trending"  # the reason of a new shopper's result: the published trending list (runtime.py)
 
 
 @dataclass(frozen=True)
 class Reason:
-    """One part's share of a result's score: a history item (`kind` item, `key` its id) or a query word."""
+    """One part's share of a result's score: a history item (`kind` item, `key` its id) or a query word;
+    for a new shopper's result (`kind` trending, `key` the training that released the list), its place in
+    the trending list, `weight` its noisy vote total."""
 
     kind: str
     key: str

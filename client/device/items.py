@@ -22,7 +22,8 @@ class Recommendation:
     brand: str = ""
     category: str = ""
     price: float | None = None
-    reasons: tuple[Reason, ...] = ()  # filled when an explanation is asked for (intent.py)
+    # filled when an explanation is asked for (intent.py); a trending result always carries its one reason
+    reasons: tuple[Reason, ...] = ()
 
 
 class ItemTable:

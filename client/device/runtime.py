@@ -8,6 +8,11 @@ published adapter, shared/model.py) on the query (query.py). Every query row is 
 filtered (filters.py), re-ranked for variety (diversity.py), and a session (session.py) updates them as
 events happen. Trust (the pinned publisher key, no rollback) is trust.py's.
 
+A new shopper (no history yet) gets the artifact's trending list (`trending.json`, shared/trending.py):
+the items most engaged with across the federation, by vote totals released once per training with
+differential privacy, in their published order. An artifact without one (formats 2 and 3, a partner-mode
+run, `trending-items` 0) has nothing to offer before the first event, and says so.
+
 Inputs are checked before anything is loaded (`check_k`, `clean_query`, with shared/schema.py's query
 limit); an unknown item id is an error that names it.
 """
@@ -22,7 +27,7 @@ import numpy as np
 
 from client.device.diversity import CANDIDATES_PER_RESULT, check_diversity, mmr
 from client.device.filters import FilterColumns, Filters
-from client.device.intent import ITEM, Intent
+from client.device.intent import ITEM, TRENDING, Intent, Reason
 from client.device.items import ItemTable, Recommendation
 from client.device.query import query_intent
 from client.device.query_encoder import (
@@ -176,6 +181,13 @@ class Device:
         weights = None if strengths is None else np.fromiter(strengths, dtype=np.float32)
         return self.tower().intent(self.vectors[rows], labels, weights)
 
+    def no_trending(self, what: str) -> str:
+        """Why `what` (an empty history or session) has nothing to recommend from on this artifact."""
+        return (
+            f"{what}: there is nothing to recommend from, and the published index {self.artifact.version} "
+            "carries no trending list for new shoppers (try search instead)"
+        )
+
     # ------------------------------------------------------------------ what a shopper asks for
     def recommend(
         self,
@@ -187,11 +199,19 @@ class Device:
         diversity: float = 0.0,
         explain: bool = False,
     ) -> list[Recommendation]:
-        """Top k items for a history (oldest first); history and `exclude` (purchased) never come back."""
+        """Top k items for a history (oldest first); history and `exclude` (purchased) never come back.
+
+        An empty history (a new shopper) gets the trending list instead (`trending`: `diversity` and
+        `explain` do not apply, each result carries its trending reason); an artifact without one makes it
+        an error that says so."""
         check_k(k)
         history = list(dict.fromkeys(history))  # distinct, in order of first engagement, as in training
         if not history:
-            raise ValueError("empty history: there is nothing to recommend from (try search instead)")
+            if self.artifact.trending is None:
+                raise ValueError(self.no_trending("empty history"))
+            check_diversity(diversity)
+            banned = {self.position[i] for i in exclude if i in self.position}
+            return self.trending(k, banned, filters=filters)
         intent = self.profile(history)
         banned = {self.position[i] for i in [*history, *exclude] if i in self.position}
         return self.rank(intent, k, banned, filters=filters, diversity=diversity, explain=explain)
@@ -267,6 +287,35 @@ class Device:
         from client.device.session import Session
 
         return Session(self, history, purchased, **options)
+
+    # ------------------------------------------------------------------ the new shopper's list
+    def trending(
+        self, k: int, banned: Iterable[int] = (), *, filters: Filters | None = None
+    ) -> list[Recommendation]:
+        """The first k items of the published trending list, in its order (most voted first), none banned
+        (rows) and all passing `filters`; fewer if fewer are left. A result's score is its noisy vote total
+        (not a model score: there is no user to score against), and its one reason says it is trending.
+        The list is a fixed ranking, so diversity does not apply to it."""
+        check_k(k)
+        listed = self.artifact.trending
+        if listed is None:
+            raise ValueError(f"the published index {self.artifact.version} carries no trending list")
+        mask = self.filter_columns.mask(filters)
+        if mask is not None and not mask.any():
+            raise ValueError(f"no published item matches the filters ({(filters or Filters()).describe()})")
+        banned = set(banned)
+        dp = "DP vote total" if listed.private else "vote total, not private"
+        found = []
+        for item_id, total in zip(listed.item_ids, listed.totals, strict=True):
+            row = self.position[item_id]  # the artifact checked that every listed item is published
+            if row in banned or (mask is not None and not mask[row]):
+                continue
+            text = f"trending: among the federation's most engaged items ({dp} {total:.1f})"
+            reason = Reason(TRENDING, listed.training, text, round(total, 4))
+            found.append(self.items.result(row, total, (reason,)))
+            if len(found) == k:
+                break
+        return found
 
     # ------------------------------------------------------------------ the one ranking path
     def rank(

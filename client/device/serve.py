@@ -13,6 +13,9 @@ anywhere, and is forgotten when the server stops or when MAX_SESSIONS newer ones
   500 with a generic message (its traceback goes to this server's log, never to the client).
 - Device calls take one lock: the one-thread switch of threads.py is process-wide, and a Session is
   not safe to change from two threads at once. A device call is milliseconds, so it costs little.
+- A new shopper (an empty history, a session before its first event) gets the artifact's trending list,
+  each result with its trending reason (runtime.py); an artifact without one answers 400 saying so (for a
+  session: no recommendations until its first event). /api/info says how many items the list holds.
 - The page (page/) is plain HTML + JS served from here, nothing external: no CDN, no fonts.
 """
 
@@ -225,14 +228,13 @@ class Service:
                 "max_query_chars": MAX_QUERY_CHARS,
                 "events": list(EVENT_TYPES),
                 "sessions": len(self.sessions),
+                "trending": 0 if artifact.trending is None else len(artifact.trending.item_ids),
             }
         )
 
     async def recommend(self, request: Request) -> JSONResponse:
         body = Body(await read_json(request), ("history", "k", "exclude", "filters", "diversity", "explain"))
-        history, exclude = body.ids("history"), body.ids("exclude")
-        if not history:
-            raise BadRequest("missing or empty history: give the item ids the shopper engaged with")
+        history, exclude = body.ids("history"), body.ids("exclude")  # no history: a new shopper (trending)
         options = {"filters": body.filters(), "diversity": body.share("diversity")}
         k, explain = body.k(), body.flag("explain", True)
         self.known(lists=(history,))
@@ -283,7 +285,7 @@ class Service:
         }
         self.known(lists=(history,))
         session = await self.call(lambda: Session(self.device, history, purchased, **options))
-        recs = await self.call(session.recommend) if history else []
+        recs = await self.call(lambda: session.recommend() if session.can_recommend() else [])
         session_id = self.keep(session)
         return JSONResponse({"session_id": session_id, "recommendations": results(recs)}, status_code=201)
 
@@ -320,7 +322,7 @@ class Service:
 
         def now() -> tuple[list[Recommendation], list[str]]:
             history = session.history()
-            return (session.recommend() if history else []), history
+            return (session.recommend() if session.can_recommend() else []), history
 
         recs, history = await self.call(now)
         return JSONResponse({"recommendations": results(recs), "history": history})

@@ -12,6 +12,8 @@ index search and ten result rows (about a millisecond at 100k items, benchmarks/
   and items in one space): what the shopper is looking for now.
 - Items the session has seen (viewed or engaged with) are not recommended back, and purchases never
   are; a search shows everything that matches (a shopper may search for what they bought).
+- Before its first event a session is a new shopper's: it recommends the artifact's trending list
+  (runtime.py's `Device.trending`), less its purchases; from the first event on, the model does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from client.device.diversity import check_diversity
 from client.device.filters import Filters
 from client.device.intent import ITEM, QUERY, Intent
 from client.device.items import Recommendation
@@ -80,6 +83,10 @@ class Session:
         return [f"{kind}:{key}" for kind, key in self._entries]
 
     # ------------------------------------------------------------------ answers
+    def can_recommend(self) -> bool:
+        """Whether `recommend` has something to go on: an event, or (before any) a trending list."""
+        return bool(self._entries) or self.device.artifact.trending is not None
+
     def recommend(
         self,
         k: int | None = None,
@@ -88,9 +95,17 @@ class Session:
         diversity: float | None = None,
         explain: bool | None = None,
     ) -> list[Recommendation]:
-        """Top k items for the session as it is now; seen and purchased items never come back."""
+        """Top k items for the session as it is now; seen and purchased items never come back. Before
+        any event, the trending list (`diversity` and `explain` do not apply to it; see Device.trending)."""
         if not self._entries:
-            raise ValueError("empty session: no event yet to recommend from (try search)")
+            if self.device.artifact.trending is None:
+                raise ValueError(self.device.no_trending("empty session (no event yet)"))
+            check_diversity(self.diversity if diversity is None else diversity)
+            return self.device.trending(
+                self.k if k is None else k,
+                self.seen | self.purchased,
+                filters=self.filters if filters is None else filters,
+            )
         return self.device.rank(
             self._profile(),
             self.k if k is None else k,

@@ -33,8 +33,10 @@ async function api(method, path, body) {
 let sessionId = null;
 
 async function newSession() {
-  sessionId = (await api("POST", "/api/session", { k: 10, explain: true })).session_id;
+  const data = await api("POST", "/api/session", { k: 10, explain: true });
+  sessionId = data.session_id;
   sessionStorage.setItem(SESSION_KEY, sessionId);
+  showRecommendations(data.recommendations, []); // a new shopper: the trending list, if the index has one
   return sessionId;
 }
 
@@ -120,6 +122,7 @@ function element(tag, className, text) {
 }
 
 function reasonText(reason) {
+  if (reason.kind === "trending") return reason.text; // a new shopper's result: it says why itself
   const what = reason.kind === "item" ? reason.text || reason.key : `“${reason.text}”`;
   return `${what} +${reason.weight.toFixed(3)}`;
 }
@@ -215,7 +218,6 @@ $("reset").addEventListener(
   guarded(async () => {
     await api("DELETE", `/api/session/${encodeURIComponent(sessionId)}`).catch(() => {});
     await newSession();
-    showRecommendations([], []);
     $("results").replaceChildren();
     $("details").hidden = true;
     setStatus("ready", "new session");
