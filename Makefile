@@ -18,6 +18,6 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers (pytest-xdist), a test file on one
 
 .PHONY: install demo test

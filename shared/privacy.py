@@ -62,15 +62,7 @@ def calibrate_noise(
     if not history:
         return _calibrate_fresh(target_epsilon, delta, sample_rate, steps)
     past = compact(history)
-
-    def total(sigma: float) -> float:
-        return epsilon(past + [(sigma, sample_rate, steps)], delta)
-
-    if epsilon(past, delta) >= target_epsilon or total(SIGMA_MAX) > target_epsilon:
-        raise BudgetSpent(
-            f"ε already spent {epsilon(past, delta):.3f}: no noise multiplier up to {SIGMA_MAX:g} keeps"
-            f" {steps} more steps at or below the target ε {target_epsilon:g} (δ={delta:g})"
-        )
+    total = _composed_with(past, "ε already spent", target_epsilon, delta, sample_rate, steps)
     # The usual case: the earlier rounds followed the plan, so their σ still fits (one ε evaluation).
     low = past[-1][0]
     if total(low) <= target_epsilon:
@@ -104,18 +96,26 @@ def calibrate_after(
     fresh = _calibrate_fresh(target_epsilon, delta, sample_rate, steps)
     if not prior:
         return fresh
-    past = compact(prior)
+    total = _composed_with(
+        compact(prior), "the releases before training spend ε", target_epsilon, delta, sample_rate, steps
+    )
+    return _smallest_sigma(total, target_epsilon, fresh)
+
+
+def _composed_with(
+    past: History, spent: str, target_epsilon: float, delta: float, sample_rate: float, steps: int
+):
+    """ε(past + `steps` at σ) as a function of σ; BudgetSpent if no σ up to SIGMA_MAX meets the target."""
 
     def total(sigma: float) -> float:
         return epsilon(past + [(sigma, sample_rate, steps)], delta)
 
     if epsilon(past, delta) >= target_epsilon or total(SIGMA_MAX) > target_epsilon:
         raise BudgetSpent(
-            f"the releases before training spend ε {epsilon(past, delta):.3f} at δ={delta:g}: no noise"
-            f" multiplier up to {SIGMA_MAX:g} keeps {steps} more steps at or below the target ε"
-            f" {target_epsilon:g}"
+            f"{spent} {epsilon(past, delta):.3f}: no noise multiplier up to {SIGMA_MAX:g} keeps"
+            f" {steps} more steps at or below the target ε {target_epsilon:g} (δ={delta:g})"
         )
-    return _smallest_sigma(total, target_epsilon, fresh)
+    return total
 
 
 def _calibrate_fresh(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
