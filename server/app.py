@@ -147,7 +147,8 @@ def run_federation(
         current = {k: v.numpy() for k, v in initial.items()}
         federation = ServerStep(cfg, current, run_dir / "server", run=training, attempt=run)
         if resumed and resumed.optimizer:
-            federation.restore(resumed.optimizer, _released(federation, training) if cfg.private else None)
+            released = _released(federation.ledger, training) if cfg.private else None
+            federation.restore(resumed.optimizer, released)
         federation.trending_released = bool(resumed and resumed.trending)
     releases = ReleaseBook(run_dir / "server")
     history: dict[int, dict[str, Any]] = dict(resumed.history) if resumed else {}
@@ -330,11 +331,12 @@ def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
 
-def _released(federation: ServerStep, training: str, upto: int | None = None) -> int:
-    """The server step's training releases of this training in the server's ledger (rounds 1..`upto`)."""
+def _released(ledger: Ledger, training: str, upto: int | None = None) -> int:
+    """The server step's training releases of this training in the server's ledger (rounds 1..`upto`;
+    round 0, the trending release, is no server step)."""
     return sum(
         1
-        for r in federation.ledger.releases()
+        for r in ledger.releases()
         if of_training(r.run, training) and r.round > TRENDING_ROUND and (upto is None or r.round <= upto)
     )
 
@@ -358,12 +360,7 @@ def _resume_point(
             )
         released = None
         if cfg.federation_dp and cfg.private:
-            ledger = Ledger(run_dir / "server" / LEDGER_NAME)
-            released = sum(
-                1
-                for r in ledger.releases()
-                if of_training(r.run, resumed.training) and TRENDING_ROUND < r.round <= resumed.round
-            )
+            released = _released(Ledger(run_dir / "server" / LEDGER_NAME), resumed.training, resumed.round)
         resumed.check_matches(path, cfg.without_paths(), catalogue_sha, expected, released)
     elif (run_dir / RUN_RECORD).exists():
         raise CheckpointError(

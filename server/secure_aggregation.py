@@ -187,6 +187,22 @@ class ResumableWorkflow(DefaultWorkflow):
             thread.join()
 
 
+def secure_workflow(first_round: int, round_done: Callable[[int], None]) -> ResumableWorkflow:
+    """Flower's default workflow from `first_round`, its fit stage SecAgg+ with this module's settings
+    (the training's rounds, and round 0's trending release, server/trending.py)."""
+    return ResumableWorkflow(
+        first_round,
+        round_done,
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=1.0,  # every client shares its mask seeds with all others
+            reconstruction_threshold=RECONSTRUCTION_FRACTION,
+            max_weight=1.0,
+            clipping_range=CLIPPING_RANGE,
+            quantization_range=QUANTIZATION_RANGE,
+        ),
+    )
+
+
 def run_secure(
     grid: Grid,
     context: Context,
@@ -252,18 +268,7 @@ def run_secure(
             )
             on_round(server_round, dict(zip(names, parameters_to_ndarrays(params), strict=True)), recorder)
 
-    workflow = ResumableWorkflow(
-        first_round,
-        round_done,
-        fit_workflow=SecAggPlusWorkflow(
-            num_shares=1.0,  # every client shares its mask seeds with all others
-            reconstruction_threshold=RECONSTRUCTION_FRACTION,
-            max_weight=1.0,
-            clipping_range=CLIPPING_RANGE,
-            quantization_range=QUANTIZATION_RANGE,
-        ),
-    )
-    workflow(grid, legacy)
+    secure_workflow(first_round, round_done)(grid, legacy)
     for server_round in range(first_round, cfg.num_server_rounds + 1):
         if server_round not in recorder.train_metrics and server_round not in recorder.stopped:
             recorder.skipped.setdefault(server_round, []).append(

@@ -20,7 +20,6 @@ from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAvg as LegacyFedAvg
-from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -28,13 +27,7 @@ from flwr.supercore import log
 
 from server.federation import ServerStep
 from server.release_book import ReleaseBook
-from server.secure_aggregation import (
-    CLIPPING_RANGE,
-    QUANTIZATION_RANGE,
-    RECONSTRUCTION_FRACTION,
-    ResumableWorkflow,
-    SecureRecorder,
-)
+from server.secure_aggregation import SecureRecorder, secure_workflow
 from server.strategy import AdapterGuard
 from shared.adapters import ADAPTER_NAMES, WEIGHT
 from shared.config import RunConfig
@@ -121,18 +114,7 @@ def _secure(grid: Grid, context: Context, cfg: RunConfig, zeros: np.ndarray, boo
         config=ServerConfig(num_rounds=TRENDING_ROUND, round_timeout=cfg.round_timeout),
         strategy=recorder,
     )
-    workflow = ResumableWorkflow(
-        TRENDING_ROUND,
-        lambda _round: None,
-        fit_workflow=SecAggPlusWorkflow(
-            num_shares=1.0,
-            reconstruction_threshold=RECONSTRUCTION_FRACTION,
-            max_weight=1.0,
-            clipping_range=CLIPPING_RANGE,
-            quantization_range=QUANTIZATION_RANGE,
-        ),
-    )
-    workflow(grid, legacy)
+    secure_workflow(TRENDING_ROUND, lambda _round: None)(grid, legacy)
     reasons = recorder.skipped.get(TRENDING_ROUND, []) + recorder.refused.get(TRENDING_ROUND, [])
     if TRENDING_ROUND not in recorder.train_metrics:
         return None, reasons + ["trending release: SecAgg+ halted: too few clients sent a masked share"]

@@ -375,8 +375,7 @@ def _trending_bytes(trending: Trending | None, item_ids: list[str]) -> bytes | N
         return None
     if not isinstance(trending, Trending):
         raise ValueError(f"trending must be a shared.trending.Trending, got {type(trending).__name__}")
-    published = set(item_ids)
-    unknown = [item_id for item_id in trending.item_ids if item_id not in published]
+    unknown = trending.unpublished(item_ids)
     if unknown:
         raise ValueError(f"the trending list names {len(unknown)} unpublished item id(s), e.g. {unknown[:3]}")
     return trending.to_json()
@@ -719,8 +718,7 @@ def _parse_trending(path: Path, data: bytes, item_ids: list[str]) -> Trending:
         trending = Trending.from_json(data, TRENDING_FILE)
     except TrendingError as err:  # its message starts with the file's name, which ArtifactError adds
         raise ArtifactError(path, TRENDING_FILE, str(err).removeprefix(f"{TRENDING_FILE}: ")) from None
-    published = set(item_ids)
-    unknown = [item_id for item_id in trending.item_ids if item_id not in published]
+    unknown = trending.unpublished(item_ids)
     if unknown:
         raise ArtifactError(
             path,

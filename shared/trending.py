@@ -113,6 +113,11 @@ class Trending:
             training=str(training),
         )
 
+    def unpublished(self, item_ids: Iterable[str]) -> list[str]:
+        """The listed items that are not among `item_ids` (a catalogue), in list order."""
+        published = set(item_ids)
+        return [item_id for item_id in self.item_ids if item_id not in published]
+
     def to_json(self) -> bytes:
         """Canonical JSON (sorted keys): the bytes an artifact's `trending.json` holds."""
         data = asdict(self) | {"item_ids": list(self.item_ids), "totals": list(self.totals)}

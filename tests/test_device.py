@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from client.device import STATE_FILE, Device, Recommendation, publisher_key_file, read_history
 from fedrec.cli import main
-from shared.artifact import ArtifactError, write_artifact
+from shared.artifact import Artifact, ArtifactError, write_artifact
 from shared.model import ModelConfig, Recommender
 from shared.schema import item_texts
 from shared.signing import generate_key, key_id, save_public_key
@@ -258,11 +259,11 @@ def test_recommend_from_a_read_history(device, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- trust
-def republish(device: Device, root, rounds, key=KEY) -> None:
-    """Publish the device's artifact again as other rounds (signed by `key`): no model needed."""
-    art = device.artifact
+def republish(art: Artifact, root, rounds=(1,), key=KEY, **options) -> Path:
+    """Publish an artifact's contents again as other rounds (signed by `key`, with write_artifact's
+    `options`): no model needed. Returns the last folder published."""
     for r in rounds:
-        write_artifact(
+        folder = write_artifact(
             root,
             round=r,
             item_ids=art.item_ids,
@@ -272,12 +273,14 @@ def republish(device: Device, root, rounds, key=KEY) -> None:
             model_config=art.model_config,
             info={"private": False},
             signing_key=key,
+            **options,
         )
+    return folder
 
 
 def test_a_rolled_back_latest_is_refused(device, tmp_path):
     root, state = tmp_path / "index", tmp_path / "state"
-    republish(device, root, [1, 2, 3])
+    republish(device.artifact, root, [1, 2, 3])
     pinned = KEY.public_key()
     assert Device(root, publisher_key=pinned, state_dir=state).artifact.round == 3
     accepted = json.loads((state / STATE_FILE).read_text())
@@ -292,7 +295,7 @@ def test_a_rolled_back_latest_is_refused(device, tmp_path):
     assert Device(root, publisher_key=pinned, state_dir=tmp_path / "new").artifact.round == 1  # a new device
 
     other = generate_key()  # rounds are counted per publisher key
-    republish(device, tmp_path / "other", [1], key=other)
+    republish(device.artifact, tmp_path / "other", [1], key=other)
     assert Device(tmp_path / "other", publisher_key=other.public_key(), state_dir=state).artifact.round == 1
     assert set(json.loads((state / STATE_FILE).read_text())) == {key_id(KEY), key_id(other)}
 
@@ -305,7 +308,7 @@ def test_an_unreadable_device_state_is_an_error_not_a_reset(device, published, t
 
 def test_a_forged_index_or_another_publisher_is_refused_on_the_device(device, tmp_path):
     root = tmp_path / "index"
-    republish(device, root, [1])
+    republish(device.artifact, root, [1])
     with pytest.raises(ArtifactError, match="manifest.sig does not verify"):
         Device(root, publisher_key=generate_key().public_key(), state_dir=tmp_path / "state")
 

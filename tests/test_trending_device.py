@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_artifact import flip_byte, forge  # tests/ is on sys.path under pytest
-from test_device import KEY, TENTS, catalogue, published  # noqa: F401 (fixtures)
+from test_device import KEY, TENTS, catalogue, published, republish  # noqa: F401 (fixtures)
 from test_device_serve import chromium, serving
 
 from client.device import Device, Filters, Session
 from client.device.index_add import add_items
 from fedrec.cli import main
 from shared import artifact
-from shared.artifact import TRENDING_FILE, Artifact, ArtifactError, load_artifact, write_artifact
+from shared.artifact import TRENDING_FILE, Artifact, ArtifactError, load_artifact
 from shared.trending import Trending
 
 # across categories of test_device's shop: coffee, tents, knives, gear, appliances, sleeping bags
@@ -33,22 +33,6 @@ TREND = Trending(
     training="t-0001",
 )
 COFFEE = ["i027", "i028", "i029", "i030"]  # Kitchen > Coffee
-
-
-def republish(base: Artifact, root: Path, round: int = 1, **options) -> Path:
-    """The base artifact's contents published again into `root` (signed by KEY), with `options`."""
-    return write_artifact(
-        root,
-        round=round,
-        item_ids=base.item_ids,
-        item_vectors=base.item_rows(),
-        items=base.items,
-        trainable_state=base.trainable_state,
-        model_config=base.model_config,
-        info={"private": True},
-        signing_key=KEY,
-        **options,
-    )
 
 
 def load(folder: Path) -> Artifact:
