@@ -401,7 +401,7 @@ def write_report(results: Path) -> Path:
     lines.append("")
     plot_rows, scale = (full, "full") if _has_federated(full) else (quick, "quick")
     frontiers = {} if scale == "quick" else variant_frontiers(results / "quality" / "variants")
-    points = [] if scale == "quick" else inprocess_points(results / "quality" / "inprocess")
+    points = {} if scale == "quick" else inprocess_points(results / "quality" / "inprocess")
     privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale, frontiers, points)
     learning_curves_plot(plot_rows, results / "learning_curves.png", scale)
     lines.append(f"Plots (`privacy_utility.png`, `learning_curves.png`) show the {scale}-scale rows.")
@@ -414,6 +414,9 @@ def write_report(results: Path) -> Path:
 
 
 INPROCESS_KNOBS = ("sequence-layers", "sequence-learning-rate", "item-id-rank", "temperature", "max-length")
+# how the model was trained and what was published: shown, but the same model's non-private run is the
+# reference whatever they are (runs before `model-average-decay` existed published the last step: 0)
+INPROCESS_SHOWN = {"learning-rate": None, "model-average-decay": 0.0}
 
 
 def inprocess_table(folder: Path) -> list[str]:
@@ -438,10 +441,10 @@ def inprocess_table(folder: Path) -> list[str]:
             reference[design(run)] = run
     lines = [
         "| run | ε (PRV, aggregate view) | rounds | "
-        + " | ".join(INPROCESS_KNOBS)
+        + " | ".join((*INPROCESS_KNOBS, *INPROCESS_SHOWN))
         + " | valid R@10 round 0 → end"
         " | test R@10 | test N@10 | gain kept (valid) | wall |",
-        "|---|---|---|" + "---|" * len(INPROCESS_KNOBS) + "---|---|---|---|---|",
+        "|---|---|---|" + "---|" * (len(INPROCESS_KNOBS) + len(INPROCESS_SHOWN)) + "---|---|---|---|---|",
     ]
     for name, run in runs.items():
         cfg, curve = run["run_config"], run["curve"]
@@ -455,22 +458,31 @@ def inprocess_table(folder: Path) -> list[str]:
         lines.append(
             f"| {name} | {'non-private' if eps is None else f'{eps:.2f}'} | {cfg['num-server-rounds']} | "
             + " | ".join(str(cfg.get(k)) for k in INPROCESS_KNOBS)
+            + "".join(f" | {cfg.get(k, default)}" for k, default in INPROCESS_SHOWN.items())
             + f" | {start:.4f} → {end:.4f} | {run['test']['recall@10']:.4f} | {run['test']['ndcg@10']:.4f}"
             f" | {kept} | {run['wall_time_s'] / 60:.0f} min |"
         )
     return lines
 
 
-def inprocess_points(folder: Path) -> list[tuple[float, float, float]]:
+def inprocess_points(folder: Path) -> dict[str, list[tuple[float, float, float]]]:
     """(ε, mean test Recall@10, std over noise draws) of the in-process DP runs of the pooled tower at τ 0.12
-    (the Amazon settings of the notes), one point per target ε."""
-    by_eps: dict[float, list[float]] = {}
+    (the Amazon settings of the notes), one point per target ε, one series per published model and
+    learning rate."""
+    series: dict[str, dict[float, list[float]]] = {}
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
         cfg = run["run_config"]
         if cfg["private"] and not cfg["sequence-layers"] and cfg.get("temperature") == 0.12:
+            decay = cfg.get("model-average-decay", 0.0)
+            published = f"average of the steps, decay {decay}" if decay else "last step"
+            key = f"published: {published}; Adam {cfg['learning-rate']:g}"
+            by_eps = series.setdefault(key, {})
             by_eps.setdefault(round(run["federation"]["aggregate"], 1), []).append(run["test"]["recall@10"])
-    return [(eps, float(np.mean(r)), float(np.std(r))) for eps, r in sorted(by_eps.items())]
+    return {
+        key: [(eps, float(np.mean(r)), float(np.std(r))) for eps, r in sorted(by_eps.items())]
+        for key, by_eps in sorted(series.items())
+    }
 
 
 def variant_frontiers(folder: Path) -> dict[str, dict[str, dict]]:
@@ -494,7 +506,7 @@ def privacy_utility_plot(
     path: Path,
     scale: str,
     frontiers: dict[str, dict[str, dict]] | None = None,
-    inprocess: list[tuple[float, float, float]] | None = None,
+    inprocess: dict[str, list[tuple[float, float, float]]] | None = None,
 ) -> None:
     """ε vs test Recall@10: both frontiers, every variant measured at several ε, the published lines."""
     import matplotlib
@@ -517,10 +529,11 @@ def privacy_utility_plot(
             ax.annotate(
                 f"{recall:.4f}", (eps, recall), textcoords="offset points", xytext=(4, -11), fontsize=7
             )
-    if inprocess:
-        eps, recall, spread = zip(*inprocess, strict=True)
-        label = "fedrec, federation mode, Amazon settings (in-process; τ 0.12, Adam 1e-3, C 0.5, 300 rounds)"
-        ax.errorbar(eps, recall, yerr=spread, fmt="P-", color="C9", capsize=3, label=label)
+    for i, (series, points) in enumerate((inprocess or {}).items()):
+        eps, recall, spread = zip(*points, strict=True)
+        label = f"fedrec, federation mode, Amazon settings (in-process; τ 0.12, C 0.5, 300 rounds; {series})"
+        colour = ("C9", "C8", "C6")[i % 3]
+        ax.errorbar(eps, recall, yerr=spread, fmt="P-", color=colour, capsize=3, label=label)
         for e, r in zip(eps, recall, strict=True):
             ax.annotate(f"{r:.4f}", (e, r), textcoords="offset points", xytext=(4, 5), fontsize=7)
     tuned_points = {variant: _user_level_points(v) for variant, v in (frontiers or {}).items()}
@@ -542,7 +555,7 @@ def privacy_utility_plot(
     # The y axis spans the frontiers and the published lines; a row far below (client-level DP) is drawn
     # on the bottom edge with its value, so that the frontiers' differences stay readable.
     shown = [r for points in (user_level, federation, *tuned_points.values()) for _, r in points]
-    shown += [r for _, r, _ in inprocess or []]
+    shown += [r for points in (inprocess or {}).values() for _, r, _ in points]
     shown += [rows[n]["test"]["recall@10"] for n in ("federated", "fed-nonprivate", "zero-shot") if n in rows]
     bottom = min(shown, default=0.0) - 0.01
     top = max([r for r, _ in PUBLISHED.values()] + [r for r, _, _ in SAME_SPLIT.values()] + shown)

@@ -107,6 +107,7 @@ FEDERATION_CONFIG = {
     "reproducible-noise": False,
     "history-length": 20,
     "positions-per-user": 1,
+    "model-average-decay": 0.0,  # these rows published the last step (the knob came later)
 }
 FEDERATED_ROWS = {
     "federated": {**PARTNER_CONFIG, "private": False},

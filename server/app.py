@@ -102,7 +102,8 @@ def print_budgets(privacy: PrivacySummary) -> None:
         print(f"{client}: NOT PRIVATE (no DP noise)", flush=True)
 
 
-EvaluatorFactory = Callable[[RunConfig, ModelConfig], Callable[[int, ArrayRecord], MetricRecord | None]]
+Evaluator = Callable[[int, ArrayRecord], MetricRecord | None]  # Flower's `evaluate_fn`: round, global model
+EvaluatorFactory = Callable[[RunConfig, ModelConfig], Evaluator]
 
 
 def run_federation(
@@ -150,6 +151,8 @@ def run_federation(
             released = _released(federation.ledger, training) if cfg.private else None
             federation.restore(resumed.optimizer, released)
         federation.trending_released = bool(resumed and resumed.trending)
+        if evaluator:  # evaluate what a publication would carry: the average of the steps' models
+            evaluator = _evaluating_published(evaluator, federation)
     releases = ReleaseBook(run_dir / "server")
     history: dict[int, dict[str, Any]] = dict(resumed.history) if resumed else {}
     if resumed:
@@ -236,7 +239,8 @@ def run_federation(
         )
 
     privacy = privacy_summary(cfg, releases, client_dp, federation)
-    model.load_trainable_state(from_record(final, expected))
+    published = _arrays(federation.published()) if federation else final  # the average of the steps
+    model.load_trainable_state(from_record(published, expected))
     artifact = publish(
         model,
         catalogue,
@@ -325,6 +329,15 @@ def _merged(earlier: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, 
     if earlier is None:
         return entry
     return entry | {key: earlier[key] + entry[key] for key in ("refused", "skipped")}
+
+
+def _evaluating_published(evaluate: Evaluator, federation: ServerStep) -> Evaluator:
+    """The central evaluator, given the model the server would publish instead of the last step's."""
+
+    def published(server_round: int, _last_step: ArrayRecord) -> MetricRecord | None:
+        return evaluate(server_round, _arrays(federation.published()))
+
+    return published
 
 
 def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:

@@ -18,8 +18,8 @@ the round) is trained again; its first reservation stays counted and the retry i
 
 Format: one JSON object (UTF-8), every field required, nothing else:
 
-    version           CHECKPOINT_VERSION (2; 1, without `trending`, is refused: resume it with the fedrec
-                      that wrote it)
+    version           CHECKPOINT_VERSION (3; 1 without `trending` and 2 without `optimizer.average` are
+                      refused: resume them with the fedrec that wrote them)
     training          the training's name (see above)
     run               the Flower run id of the server that wrote this checkpoint
     round             the last completed round (0: none yet); training resumes at round + 1
@@ -33,6 +33,8 @@ Format: one JSON object (UTF-8), every field required, nothing else:
                         aggregated  the server step's releases in this training (a round trained
                                     again after a crash counts twice: both were seen)
                         state       parameter name -> {"step": number, "exp_avg": ARRAY, "exp_avg_sq": ARRAY}
+                        average     parameter name -> ARRAY: the moving average of the steps' models
+                                    that the server evaluates and publishes (`model-average-decay`)
     reports           round -> the privacy reports received that round (`shared/report.py`, as sent):
                       each client's ε composes over its whole ledger, so the last report of each is its ε
     trending          the trending list released in round 0 (`shared/trending.py`, its JSON text), null
@@ -72,7 +74,7 @@ from shared.report import PrivacyReport
 from shared.trending import Trending, TrendingError
 
 CHECKPOINT_NAME = "checkpoint.json"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 CHECKPOINT_DOMAIN = b"fedrec server checkpoint v1\0"  # a checkpoint signature is never a manifest's
 HISTORY_KEYS = ("train", "federated_eval", "central_eval", "refused", "skipped", "stopped")
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -138,7 +140,8 @@ class Checkpoint:
     config: dict[str, Any]
     catalogue_sha256: str
     arrays: dict[str, np.ndarray]
-    optimizer: dict[str, Any] | None = None  # {"aggregated": n, "state": {name: {step, exp_avg, exp_avg_sq}}}
+    # {"aggregated": n, "state": {name: {step, exp_avg, exp_avg_sq}}, "average": {name: array}}
+    optimizer: dict[str, Any] | None = None
     reports: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     history: dict[int, dict[str, Any]] = field(default_factory=dict)
     finished: bool = False
@@ -157,6 +160,7 @@ class Checkpoint:
                     }
                     for name, s in self.optimizer["state"].items()
                 },
+                "average": {name: _encode(a) for name, a in self.optimizer["average"].items()},
             }
         return {
             "version": CHECKPOINT_VERSION,
@@ -222,6 +226,10 @@ class Checkpoint:
                     }
                     for name, s in optimizer["state"].items()
                 },
+                "average": {
+                    name: _decode(a, f"{path}: field 'optimizer.average.{name}'")
+                    for name, a in optimizer["average"].items()
+                },
             }
         reports = {int(r): list(v) for r, v in raw["reports"].items()}
         for r, items in reports.items():
@@ -280,6 +288,8 @@ class Checkpoint:
         if got != {n: tuple(s) for n, s in shapes.items()}:
             wrong = sorted(set(got) ^ set(shapes)) or sorted(n for n in got if got[n] != tuple(shapes[n]))
             raise CheckpointError(f"{path}: field 'arrays.{wrong[0]}': not this model's adapters")
+        if self.optimizer and {n: tuple(a.shape) for n, a in self.optimizer["average"].items()} != got:
+            raise CheckpointError(f"{path}: field 'optimizer.average': not this model's adapters")
         if not 0 <= self.round <= int(config.get("num-server-rounds", self.round)):
             raise CheckpointError(f"{path}: field 'round' {self.round} is outside the planned rounds")
         if ledger_releases is not None:

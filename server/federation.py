@@ -4,7 +4,9 @@ Each client replies global − share_c (`client.train.federation_share`) with an
 FedAvg gives global − (1/n)·Σ share_c and the noisy mean gradient is ĝ = Σ share_c = n·(global − mean)
 (`shared/federation.py` for what each share holds). The server takes one step of Adam on ĝ, with the run
 config's learning rate per group of tensors: DP-FedAvg with a server optimizer (FedAdam, Reddi et al.
-2021). That is post-processing of a DP release and costs no privacy.
+2021). That is post-processing of a DP release and costs no privacy. So is what the server publishes and
+evaluates: an exponential moving average of its steps' models (`model-average-decay`), which averages
+out noise that the last step alone carries; clients always train from the last step.
 
 A round with fewer than t = min-clients replies is not aggregated: a sum of fewer shares carries less
 than the noise the accountant assumed, so the global model is kept and the round is recorded as
@@ -35,6 +37,11 @@ from shared.run_record import FederationSummary
 from shared.trending import CLIP, TRENDING_ROUND
 
 SERVER_PARTY = "server"
+
+
+def moving_average(average: np.ndarray, new: np.ndarray, decay: float) -> np.ndarray:
+    """One step of an exponential moving average (float32): decay·average + (1 − decay)·new."""
+    return (decay * average + (1.0 - decay) * new).astype(np.float32)
 
 
 class TooFewShares(ValueError):
@@ -69,6 +76,8 @@ class ServerStep:
         for name, p in self.params.items():
             groups.setdefault(param_group(name), []).append(p)
         self.optimizer = torch.optim.Adam([{"params": ps, "lr": rates[g]} for g, ps in groups.items()])
+        self.decay = cfg.model_average_decay
+        self.average = {name: np.array(a, dtype=np.float32) for name, a in initial.items()}
         self.rounds = 0
         self.trending_released = False  # round 0's trending release (server/trending.py) was aggregated
 
@@ -85,6 +94,8 @@ class ServerStep:
                 p.grad = n * (p.detach() - torch.from_numpy(np.asarray(mean[name], dtype=np.float32)))
         self.optimizer.step()
         self.rounds += 1
+        for name, p in self.params.items():
+            self.average[name] = moving_average(self.average[name], p.detach().numpy(), self.decay)
         if self.private:
             self.ledger.append(
                 SERVER_PARTY,
@@ -115,8 +126,14 @@ class ServerStep:
                 noise=NOISE_SECRET,
             )
 
+    def published(self) -> dict[str, np.ndarray]:
+        """The model to evaluate and publish: the moving average of the steps' models (the last step's
+        model itself with `model-average-decay` 0)."""
+        return {name: a.copy() for name, a in self.average.items()}
+
     def state(self) -> dict:
-        """Adam's moments and step per tensor and the rounds aggregated: the checkpoint's `optimizer`."""
+        """Adam's moments and step per tensor, the published average and the rounds aggregated: the
+        checkpoint's `optimizer`."""
         state = {}
         for name, p in self.params.items():
             s = self.optimizer.state.get(p)
@@ -126,7 +143,7 @@ class ServerStep:
                     "exp_avg": s["exp_avg"].numpy().copy(),
                     "exp_avg_sq": s["exp_avg_sq"].numpy().copy(),
                 }
-        return {"aggregated": self.rounds, "state": state}
+        return {"aggregated": self.rounds, "state": state, "average": self.published()}
 
     def restore(self, saved: dict, released: int | None = None) -> None:
         """Resume from a checkpoint's `optimizer`; `released`: the releases of this training in the
@@ -138,6 +155,7 @@ class ServerStep:
                 "exp_avg": torch.tensor(s["exp_avg"]),
                 "exp_avg_sq": torch.tensor(s["exp_avg_sq"]),
             }
+        self.average = {name: np.array(a, dtype=np.float32) for name, a in saved["average"].items()}
         self.rounds = int(saved["aggregated"]) if released is None else released
 
     def summary(self) -> FederationSummary:

@@ -127,6 +127,10 @@ class RunConfig:
     trending_items: int = ranged(50, Range(0, 10_000, note="0 = no trending list"))
     trending_noise_multiplier: float = ranged(10.0, Range(0, 1_000, open_low=True))
     trending_items_per_user: int = ranged(5, Range(1, 100))
+    # federation mode: the server publishes (and evaluates) an exponential moving average of its steps'
+    # models, avg <- d·avg + (1 - d)·new from the initial model on, which averages out the noise the last
+    # step alone carries (post-processing: no privacy cost). Clients always train from the last step
+    model_average_decay: float = ranged(0.98, Range(0, 1, open_high=True, note="0 = publish the last step"))
     # upper bounds as the artifact's (shared/artifact.py): a run must not train what it cannot publish
     lora_rank: int = ranged(0, Range(0, HIDDEN_SIZE, note="0 = frozen text tower"))
     # > 0: learn an r-dim ID residual per catalogue item (see shared/model.py)

@@ -72,6 +72,9 @@ def test_a_resumed_server_step_continues_adam_exactly(tmp_path):
     assert resumed.rounds == 3
     for name in SHAPES:
         np.testing.assert_array_equal(again[name], current[name])
+        # the published average too: a resume that restarted it from the resumed step would differ
+        np.testing.assert_array_equal(resumed.published()[name], straight.published()[name])
+    assert not np.allclose(straight.published()["head"], current["head"])  # (decay 0.98: they differ)
 
 
 def test_a_tampered_checkpoint_is_refused_naming_the_field(tmp_path):

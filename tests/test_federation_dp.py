@@ -114,6 +114,29 @@ def test_server_steps_on_the_sum_of_the_shares_and_refuses_too_few(tmp_path):
     assert summary.epsilon[SHARE] == pytest.approx(epsilon([(noise.share_sigma, 0.1, 1)], cfg.delta))
 
 
+def test_the_server_publishes_the_moving_average_of_its_steps_and_clients_train_from_the_last(tmp_path):
+    """`model-average-decay` d: published = d·published + (1 − d)·step after each step, from the initial
+    model; the steps themselves (what clients train from) and the ledger do not depend on d."""
+    rng = np.random.default_rng(1)
+    initial = {"user_head.1.weight": rng.normal(size=(4, 3)).astype(np.float32)}
+    means = [{"user_head.1.weight": rng.normal(size=(4, 3)).astype(np.float32)} for _ in range(4)]
+    steps, published = {}, {}
+    for decay in (0.0, 0.9):
+        cfg = RunConfig.from_flower({**FED, "model-average-decay": decay, "private": True})
+        server = ServerStep(cfg, initial, tmp_path / str(decay), run="r")
+        current, expected, steps[decay] = initial, initial["user_head.1.weight"], []
+        for r, mean in enumerate(means, start=1):
+            current = server.step(r, current, mean, 3)
+            steps[decay].append(current["user_head.1.weight"])
+            expected = decay * expected + (1 - decay) * current["user_head.1.weight"]
+        published[decay] = server.published()["user_head.1.weight"]
+        np.testing.assert_allclose(published[decay], expected, rtol=1e-6)
+        assert len(server.ledger.releases()) == len(means)  # averaging releases nothing more
+    np.testing.assert_array_equal(np.array(steps[0.0]), np.array(steps[0.9]))
+    np.testing.assert_array_equal(published[0.0], steps[0.0][-1])  # decay 0: the last step itself
+    assert not np.allclose(published[0.9], steps[0.9][-1])
+
+
 @pytest.mark.parametrize("secure", [True, False])
 def test_sigma_meets_the_target_under_the_view_the_run_offers(secure):
     cfg = RunConfig.from_flower({**FED, "secure-aggregation": secure, "target-epsilon": 4.0})

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from audit.ledgers import main as audit_main
+from server.checkpoint import CHECKPOINT_NAME, Checkpoint
 from shared.artifact import load_artifact
 from shared.federation import AGGREGATE, SHARE
 from shared.ledger import Ledger
 from shared.privacy import epsilon
 from shared.run_record import RUN_RECORD, RunRecord
-from shared.signing import run_public_key
+from shared.signing import ensure_key_pair, run_public_key
 from simulations.run import simulate
 from simulations.shop import ShopConfig, write_shop
 
@@ -79,4 +81,10 @@ def test_federation_round_trip(shop, tmp_path, secure, sequence_layers, capsys):
     assert artifact.trending is not None and len(artifact.trending.item_ids) == 50
     assert 0 <= summary["baselines"]["trending"]["recall@10"] <= 1  # what a new shopper gets, scored
     assert artifact.trending.private and artifact.trending.noise_multiplier == pytest.approx(trending_sigma)
+    # what is published is the server's moving average of its steps (`model-average-decay`), not the last step
+    final = Checkpoint.load(tmp_path / "server" / CHECKPOINT_NAME, ensure_key_pair(tmp_path / "server"))
+    average = final.optimizer["average"]
+    for name, tensor in artifact.trainable_state.items():
+        np.testing.assert_array_equal(tensor.numpy(), average[name])
+    assert any(not np.array_equal(final.arrays[name], average[name]) for name in average)
     capsys.readouterr()

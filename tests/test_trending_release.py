@@ -128,7 +128,8 @@ def test_a_checkpoint_keeps_the_list_under_its_signature(tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="signature"):
         Checkpoint.load(path, key)
-    raw["version"] = 1
-    path.write_text(json.dumps(raw))
-    with pytest.raises(CheckpointError, match="field 'version' is 1, this server reads 2"):
-        Checkpoint.load(path, key)
+    for old in (1, 2):  # 1: without the trending list; 2: without the published average
+        raw["version"] = old
+        path.write_text(json.dumps(raw))
+        with pytest.raises(CheckpointError, match=f"field 'version' is {old}, this server reads 3"):
+            Checkpoint.load(path, key)
