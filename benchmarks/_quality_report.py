@@ -369,6 +369,11 @@ def write_report(results: Path) -> Path:
             "",
             *runs,
             "",
+            "Mean ± std over noise draws (population std), per what the server published and its learning"
+            " rate; gain kept against the best validation point of any non-private run of the same model:",
+            "",
+            *inprocess_summary(results / "quality" / "inprocess"),
+            "",
         ]
     for title, rows in (("full", full), ("quick", quick)):
         times = {name: row["round_times_s"] for name, row in rows.items() if row.get("round_times_s")}
@@ -419,26 +424,33 @@ INPROCESS_KNOBS = ("sequence-layers", "sequence-learning-rate", "item-id-rank", 
 INPROCESS_SHOWN = {"learning-rate": None, "model-average-decay": 0.0}
 
 
+def _design(run: dict) -> tuple:
+    """The model an in-process run trains (a pooled tower has no sequence learning rate to tell apart)."""
+    cfg = run["run_config"]
+    return tuple(
+        cfg.get(k) if cfg["sequence-layers"] or k != "sequence-learning-rate" else 0 for k in INPROCESS_KNOBS
+    )
+
+
+def _best_valid(run: dict) -> float:
+    return max(c["valid-recall@10"] for c in run["curve"])
+
+
+def _references(runs: dict[str, dict]) -> dict[tuple, dict]:
+    """The non-private run of each design with the best validation point (what validation would select)."""
+    reference: dict[tuple, dict] = {}
+    for run in (r for r in runs.values() if not r["run_config"]["private"]):
+        if _design(run) not in reference or _best_valid(run) > _best_valid(reference[_design(run)]):
+            reference[_design(run)] = run
+    return reference
+
+
 def inprocess_table(folder: Path) -> list[str]:
     """One line per in-process federation-mode run, with its design knobs and the gain it kept under DP."""
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     if not runs:
         return []
-
-    def design(run: dict) -> tuple:  # a pooled tower has no sequence learning rate to tell runs apart
-        cfg = run["run_config"]
-        return tuple(
-            cfg.get(k) if cfg["sequence-layers"] or k != "sequence-learning-rate" else 0
-            for k in INPROCESS_KNOBS
-        )
-
-    def best(run: dict) -> float:
-        return max(c["valid-recall@10"] for c in run["curve"])
-
-    reference: dict[tuple, dict] = {}
-    for run in (r for r in runs.values() if not r["run_config"]["private"]):  # the best of each design
-        if design(run) not in reference or best(run) > best(reference[design(run)]):
-            reference[design(run)] = run
+    design, best, reference = _design, _best_valid, _references(runs)
     lines = [
         "| run | ε (PRV, aggregate view) | rounds | "
         + " | ".join((*INPROCESS_KNOBS, *INPROCESS_SHOWN))
@@ -465,24 +477,55 @@ def inprocess_table(folder: Path) -> list[str]:
     return lines
 
 
-def inprocess_points(folder: Path) -> dict[str, list[tuple[float, float, float]]]:
-    """(ε, mean test Recall@10, std over noise draws) of the in-process DP runs of the pooled tower at τ 0.12
-    (the Amazon settings of the notes), one point per target ε, one series per published model and
-    learning rate."""
-    series: dict[str, dict[float, list[float]]] = {}
+def inprocess_groups(folder: Path) -> dict[str, dict[float, list[dict]]]:
+    """The in-process DP runs of the pooled tower at τ 0.12 (the notes' Amazon settings), by series
+    (what was published, the learning rate, the rounds) and target ε: one run per noise draw in each list."""
+    series: dict[str, dict[float, list[dict]]] = {}
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
         cfg = run["run_config"]
         if cfg["private"] and not cfg["sequence-layers"] and cfg.get("temperature") == 0.12:
             decay = cfg.get("model-average-decay", 0.0)
-            published = f"average of the steps, decay {decay}" if decay else "last step"
-            key = f"published: {published}; Adam {cfg['learning-rate']:g}"
-            by_eps = series.setdefault(key, {})
-            by_eps.setdefault(round(run["federation"]["aggregate"], 1), []).append(run["test"]["recall@10"])
+            published = f"average of the steps ({decay})" if decay else "last step"
+            key = f"{published}, Adam {cfg['learning-rate']:g}, {cfg['num-server-rounds']} rounds"
+            series.setdefault(key, {}).setdefault(round(run["federation"]["aggregate"], 1), []).append(run)
+    return dict(sorted(series.items()))
+
+
+def inprocess_points(folder: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """(ε, mean test Recall@10, std over noise draws) per series of `inprocess_groups`, one point per ε."""
     return {
-        key: [(eps, float(np.mean(r)), float(np.std(r))) for eps, r in sorted(by_eps.items())]
-        for key, by_eps in sorted(series.items())
+        key: [
+            (eps, float(np.mean(r)), float(np.std(r)))
+            for eps, runs in sorted(by_eps.items())
+            for r in [[run["test"]["recall@10"] for run in runs]]
+        ]
+        for key, by_eps in inprocess_groups(folder).items()
     }
+
+
+def inprocess_summary(folder: Path) -> list[str]:
+    """Mean ± std over noise draws per series and ε: test Recall/NDCG@10 and the share of the gain kept."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    reference = _references(runs)
+    lines = [
+        "| published model, server Adam lr, rounds | ε | draws | test R@10 | test N@10 | valid R@10"
+        " | gain kept (valid, mean) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, by_eps in inprocess_groups(folder).items():
+        for eps, group in sorted(by_eps.items()):
+            test = {m: [r["test"][m] for r in group] for m in ("recall@10", "ndcg@10")}
+            valid = [r["valid"]["recall@10"] for r in group]
+            start = group[0]["curve"][0]["valid-recall@10"]
+            base = reference.get(_design(group[0]))
+            kept = f"{(np.mean(valid) - start) / (_best_valid(base) - start):.0%}" if base else "–"
+            lines.append(
+                f"| {key} | {eps:g} | {len(group)} | {np.mean(test['recall@10']):.4f} ±"
+                f" {np.std(test['recall@10']):.4f} | {np.mean(test['ndcg@10']):.4f} ±"
+                f" {np.std(test['ndcg@10']):.4f} | {np.mean(valid):.4f} | {kept} |"
+            )
+    return lines
 
 
 def variant_frontiers(folder: Path) -> dict[str, dict[str, dict]]:
@@ -531,11 +574,11 @@ def privacy_utility_plot(
             )
     for i, (series, points) in enumerate((inprocess or {}).items()):
         eps, recall, spread = zip(*points, strict=True)
-        label = f"fedrec, federation mode, Amazon settings (in-process; τ 0.12, C 0.5, 300 rounds; {series})"
-        colour = ("C9", "C8", "C6")[i % 3]
-        ax.errorbar(eps, recall, yerr=spread, fmt="P-", color=colour, capsize=3, label=label)
+        label = f"fedrec federation mode, in-process, τ 0.12, C 0.5; published: {series}"
+        colour, marker = ("C9", "C8", "C6", "C5")[i % 4], "PXsd"[i % 4]
+        ax.errorbar(eps, recall, yerr=spread, fmt=f"{marker}-", color=colour, capsize=3, label=label)
         for e, r in zip(eps, recall, strict=True):
-            ax.annotate(f"{r:.4f}", (e, r), textcoords="offset points", xytext=(4, 5), fontsize=7)
+            ax.annotate(f"{r:.4f}", (e, r), textcoords="offset points", xytext=(4, 5 - 9 * i), fontsize=7)
     tuned_points = {variant: _user_level_points(v) for variant, v in (frontiers or {}).items()}
     for i, (variant, tuned) in enumerate(tuned_points.items()):
         colour = f"C{5 + i % 5}"

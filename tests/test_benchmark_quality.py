@@ -306,3 +306,30 @@ def test_share_of_the_learnable_gain_and_federation_epsilon(tmp_path: Path) -> N
     rows["fed-nonprivate"]["test"] = metrics(0.11)  # below its own zero-shot: no gain to keep
     assert report.gain_kept(rows, "fed-dp-eps8", "test") is None
     assert "test n/a" in report.gain_text(rows, "fed-dp-eps8")
+
+
+def test_inprocess_summary_averages_noise_draws_per_series_against_the_best_non_private_point(tmp_path):
+    """Draws of one setting are one line (mean ± std); the gain kept uses the best validation point of the
+    same model's non-private runs; what was published and the learning rate tell series apart."""
+
+    def run(name, private, valid, test, curve, **knobs):
+        cfg = {"private": private, "sequence-layers": 0, "sequence-learning-rate": 0.001, "item-id-rank": 16}
+        cfg |= {"temperature": 0.12, "max-length": 64, "learning-rate": 0.001, "num-server-rounds": 300}
+        out = {
+            "run_config": cfg | knobs,
+            "valid": {"recall@10": valid},
+            "test": {"recall@10": test, "ndcg@10": test / 2},
+            "curve": [{"valid-recall@10": v} for v in curve],
+            "federation": {"aggregate": 7.99} if private else {},
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(out))
+
+    run("np", False, 0.12, 0.11, [0.10, 0.14, 0.12])  # best validation point 0.14
+    run("a", True, 0.12, 0.11, [0.10, 0.12], **{"model-average-decay": 0.98})
+    run("b", True, 0.14, 0.13, [0.10, 0.14], **{"model-average-decay": 0.98})
+    run("c", True, 0.11, 0.10, [0.10, 0.11])  # before the knob: the last step was published
+    lines = quality.report.inprocess_summary(tmp_path)
+    averaged = next(line for line in lines if "average of the steps (0.98)" in line)
+    assert "| 8 | 2 | 0.1200 ± 0.0100 | 0.0600 ± 0.0050 | 0.1300 | 75% |" in averaged  # (0.13-0.1)/(0.14-0.1)
+    last = next(line for line in lines if "last step" in line)
+    assert "| 8 | 1 | 0.1000 ± 0.0000 |" in last and "| 25% |" in last
