@@ -355,7 +355,8 @@ def write_report(results: Path) -> Path:
             *tried,
             "",
         ]
-    runs = inprocess_table(results / "quality" / "inprocess")
+    inprocess = load_inprocess(results / "quality" / "inprocess")
+    runs = inprocess_table(inprocess)
     if runs:
         lines += [
             "## Federation mode in one process: the model's pieces and DP (full scale)",
@@ -372,7 +373,7 @@ def write_report(results: Path) -> Path:
             "Mean ± std over noise draws (population std), per what the server published and its learning"
             " rate; gain kept against the best validation point of any non-private run of the same model:",
             "",
-            *inprocess_summary(results / "quality" / "inprocess"),
+            *inprocess_summary(inprocess),
             "",
         ]
     for title, rows in (("full", full), ("quick", quick)):
@@ -406,7 +407,7 @@ def write_report(results: Path) -> Path:
     lines.append("")
     plot_rows, scale = (full, "full") if _has_federated(full) else (quick, "quick")
     frontiers = {} if scale == "quick" else variant_frontiers(results / "quality" / "variants")
-    points = {} if scale == "quick" else inprocess_points(results / "quality" / "inprocess")
+    points = {} if scale == "quick" else inprocess_points(inprocess)
     privacy_utility_plot(plot_rows, results / "privacy_utility.png", scale, frontiers, points)
     learning_curves_plot(plot_rows, results / "learning_curves.png", scale)
     lines.append(f"Plots (`privacy_utility.png`, `learning_curves.png`) show the {scale}-scale rows.")
@@ -445,12 +446,16 @@ def _references(runs: dict[str, dict]) -> dict[tuple, dict]:
     return reference
 
 
-def inprocess_table(folder: Path) -> list[str]:
+def load_inprocess(folder: Path) -> dict[str, dict]:
+    """The in-process runs (`benchmarks/federation_inprocess.py`), by label, in label order."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def inprocess_table(runs: dict[str, dict]) -> list[str]:
     """One line per in-process federation-mode run, with its design knobs and the gain it kept under DP."""
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     if not runs:
         return []
-    design, best, reference = _design, _best_valid, _references(runs)
+    reference = _references(runs)
     lines = [
         "| run | ε (PRV, aggregate view) | rounds | "
         + " | ".join((*INPROCESS_KNOBS, *INPROCESS_SHOWN))
@@ -462,9 +467,9 @@ def inprocess_table(folder: Path) -> list[str]:
         cfg, curve = run["run_config"], run["curve"]
         start, end = curve[0]["valid-recall@10"], run["valid"]["recall@10"]
         eps = run["federation"].get("aggregate") if cfg["private"] else None
-        base = reference.get(design(run))
+        base = reference.get(_design(run))
         kept = "–"
-        peak = best(base) if base else start  # the non-private run's best, as validation would select it
+        peak = _best_valid(base) if base else start  # the non-private best, as validation would select
         if cfg["private"] and peak > start:
             kept = f"{(end - start) / (peak - start):.0%}"
         lines.append(
@@ -477,12 +482,11 @@ def inprocess_table(folder: Path) -> list[str]:
     return lines
 
 
-def inprocess_groups(folder: Path) -> dict[str, dict[float, list[dict]]]:
+def inprocess_groups(runs: dict[str, dict]) -> dict[str, dict[float, list[dict]]]:
     """The in-process DP runs of the pooled tower at τ 0.12 (the notes' Amazon settings), by series
     (what was published, the learning rate, the rounds) and target ε: one run per noise draw in each list."""
     series: dict[str, dict[float, list[dict]]] = {}
-    for path in sorted(folder.glob("*.json")):
-        run = json.loads(path.read_text())
+    for run in runs.values():
         cfg = run["run_config"]
         if cfg["private"] and not cfg["sequence-layers"] and cfg.get("temperature") == 0.12:
             decay = cfg.get("model-average-decay", 0.0)
@@ -492,7 +496,7 @@ def inprocess_groups(folder: Path) -> dict[str, dict[float, list[dict]]]:
     return dict(sorted(series.items()))
 
 
-def inprocess_points(folder: Path) -> dict[str, list[tuple[float, float, float]]]:
+def inprocess_points(runs: dict[str, dict]) -> dict[str, list[tuple[float, float, float]]]:
     """(ε, mean test Recall@10, std over noise draws) per series of `inprocess_groups`, one point per ε."""
     return {
         key: [
@@ -500,20 +504,19 @@ def inprocess_points(folder: Path) -> dict[str, list[tuple[float, float, float]]
             for eps, runs in sorted(by_eps.items())
             for r in [[run["test"]["recall@10"] for run in runs]]
         ]
-        for key, by_eps in inprocess_groups(folder).items()
+        for key, by_eps in inprocess_groups(runs).items()
     }
 
 
-def inprocess_summary(folder: Path) -> list[str]:
+def inprocess_summary(runs: dict[str, dict]) -> list[str]:
     """Mean ± std over noise draws per series and ε: test Recall/NDCG@10 and the share of the gain kept."""
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     reference = _references(runs)
     lines = [
         "| published model, server Adam lr, rounds | ε | draws | test R@10 | test N@10 | valid R@10"
         " | gain kept (valid, mean) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, by_eps in inprocess_groups(folder).items():
+    for key, by_eps in inprocess_groups(runs).items():
         for eps, group in sorted(by_eps.items()):
             test = {m: [r["test"][m] for r in group] for m in ("recall@10", "ndcg@10")}
             valid = [r["valid"]["recall@10"] for r in group]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks._quality_data import prepare
-from benchmarks.performance import interleaved, machine
+from benchmarks.performance import cosines, interleaved, machine
 from shared.config import RunConfig
 from shared.encoder import model_dir
 from shared.evaluation import evaluate_split
@@ -31,10 +31,6 @@ from shared.item_cache import catalogue_vectors
 from shared.model import Recommender
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def main() -> None:

@@ -86,7 +86,9 @@ def main() -> None:
     averages = {d: {k: v.copy() for k, v in state.items()} for d in decays}
 
     def evaluated(split: str) -> dict[str, dict[str, float]]:
-        out = {"published": metrics(server.published(), split), "last_step": metrics(state, split)}
+        out = {"published": metrics(server.published(), split)}
+        if server.decay:  # (at decay 0 the published model is the last step's)
+            out["last_step"] = metrics(state, split)
         return out | {f"ema-{d}": metrics(avg, split) for d, avg in averages.items()}
 
     def validate(server_round: int) -> None:

@@ -169,6 +169,11 @@ def interleaved(contenders: dict[str, Callable[[], Any]], reps: int) -> dict[str
     return times
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N, d] arrays of the same items' vectors."""
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
@@ -360,12 +365,8 @@ def bench_encoding(bench: Bench) -> dict[str, Any]:
     reference.encode(texts[:64], batch_size=64, show_progress_bar=False)
     runs = {"fedrec": fedrec, "sentence_transformers": sentence_transformers, "bf16": bf16}
     times = interleaved(runs, s.encode_reps)
-    cosine = np.sum(out["fedrec"] * out["st"], axis=1) / (
-        np.linalg.norm(out["fedrec"], axis=1) * np.linalg.norm(out["st"], axis=1)
-    )
-    bf16_cosine = np.sum(out["bf16"] * out["fedrec"], axis=1) / (
-        np.linalg.norm(out["bf16"], axis=1) * np.linalg.norm(out["fedrec"], axis=1)
-    )
+    cosine = cosines(out["fedrec"], out["st"])
+    bf16_cosine = cosines(out["bf16"], out["fedrec"])
     # does bf16 change which items are each item's 10 nearest (what recommend and similar rank by)?
     exact = np.argsort(-(out["fedrec"] @ out["fedrec"].T), axis=1)[:, 1:11]
     approx = np.argsort(-(out["bf16"] @ out["bf16"].T), axis=1)[:, 1:11]

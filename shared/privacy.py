@@ -8,6 +8,7 @@ an accountant rebuilt from the whole history gives the ε of *all* training the 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
@@ -104,7 +105,7 @@ def calibrate_after(
 
 def _composed_with(
     past: History, spent: str, target_epsilon: float, delta: float, sample_rate: float, steps: int
-):
+) -> Callable[[float], float]:
     """ε(past + `steps` at σ) as a function of σ; BudgetSpent if no σ up to SIGMA_MAX meets the target."""
 
     def total(sigma: float) -> float:

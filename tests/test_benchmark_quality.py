@@ -328,7 +328,7 @@ def test_inprocess_summary_averages_noise_draws_per_series_against_the_best_non_
     run("a", True, 0.12, 0.11, [0.10, 0.12], **{"model-average-decay": 0.98})
     run("b", True, 0.14, 0.13, [0.10, 0.14], **{"model-average-decay": 0.98})
     run("c", True, 0.11, 0.10, [0.10, 0.11])  # before the knob: the last step was published
-    lines = quality.report.inprocess_summary(tmp_path)
+    lines = quality.report.inprocess_summary(quality.report.load_inprocess(tmp_path))
     averaged = next(line for line in lines if "average of the steps (0.98)" in line)
     assert "| 8 | 2 | 0.1200 ± 0.0100 | 0.0600 ± 0.0050 | 0.1300 | 75% |" in averaged  # (0.13-0.1)/(0.14-0.1)
     last = next(line for line in lines if "last step" in line)
